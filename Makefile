@@ -1,0 +1,35 @@
+# Two commands do all the set-up: `make demo` and `make test`.
+# Each creates .venv and installs the pinned dependencies when they are missing or
+# older than setup.cfg / pyproject.toml.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# `cpu` for CI and the demo; `make EXTRA=gpu venv` for a CUDA build of TensorFlow.
+EXTRA  ?= cpu
+DATA   ?= data/synthetic
+PYTEST_ARGS ?=
+
+.PHONY: venv test test-fast demo data clean
+
+venv: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "coseg_tf needs Python 3.11, found " + sys.version.split()[0]'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=23.2" "setuptools>=64" wheel
+	$(PY) -m pip install --quiet -e ".[$(EXTRA),test]"
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(PY) tools/demo.py --data_dir=$(DATA)
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache
