@@ -1,0 +1,268 @@
+"""The training model: a `keras.Model` whose `train_step` computes the coseg losses.
+
+`CosegTrainer` wraps the functional DeepLab-LargeFOV network (`coseg_tf.model`) and
+overrides `train_step` / `test_step` the Keras 3 way (trackers made in `__init__`, a
+`metrics` property, `self.optimizer.apply(grads, vars)`, a dict of results). Keras
+runs both under `tf.function`.
+
+A training element is the dict the input pipeline builds (`pipelines.streams`):
+
+    {"labeled":   {"image": [B_f,H,W,3], "human_region": [B_f,H,W,1], "labels": [B_f,H,W]},
+     "unlabeled": {"image": [B_u,H,W,3], "human_region": [B_u,H,W,1]
+                   (+ "diagnostic_labels": [B_u,H,W] when diagnostics are on)}}
+
+with global batch sizes; under `MirroredStrategy` each replica receives B_f labeled
+and B_u unlabeled images and mines its own targets among its own unlabeled images.
+
+Methods (DESIGN §3):
+  supervised: L_humanparts on the labeled images (the paper's baselines (a) and (c)).
+  coseg:      L_all = L_humanparts + alpha L_human + beta L_coseg (the paper's (b)).
+
+Optimisation follows the paper's Caffe setting: SGD with momentum, weight decay added
+to the gradient of every kernel (Caffe's `weight_decay`: g + wd * w), and fc8's
+gradients multiplied by `fc8_lr_multiplier` (10), which for SGD with momentum is
+exactly Caffe's `lr_mult` (the update is linear in the gradient).
+
+Mining precision (a diagnostic only, never an input of a loss): when the unlabeled
+batch carries "diagnostic_labels" (the hidden labels of the synthetic set), the share
+of mined positions whose true class is the class they were mined for, and beside it
+the share that positions picked at random inside the target's human region would give
+("mining_chance").
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from coseg_tf import losses as losses_lib
+from coseg_tf import masking
+
+METHODS = ("supervised", "coseg")
+
+
+class CosegTrainer(keras.Model):
+    """Trains a segmentation network with the supervised or the cosegmentation losses.
+
+    Args:
+      network: the functional model of `coseg_tf.model.build_deeplab_largefov`:
+        inputs {"image", "human_region"}, outputs {"logits", "masked_features"}.
+      num_classes: number of classes of the part scheme (background included).
+      method: "supervised" or "coseg".
+      alpha: weight of L_human (coseg only).
+      beta: weight of L_coseg (coseg only).
+      weight_decay: L2 factor added to the gradient of every kernel.
+      fc8_lr_multiplier: learning-rate multiplier of the classifier (fc8) variables.
+      class_names: names of the classes, for the per-class mining-precision metrics.
+      ignore_label: label value that no loss reads.
+      **kwargs: forwarded to `keras.Model`.
+
+    Example:
+
+    >>> net = build_deeplab_largefov(num_classes=3, width_multiplier=0.25)
+    >>> trainer = CosegTrainer(net, num_classes=3, method="coseg")
+    >>> trainer.compile(optimizer=keras.optimizers.SGD(1e-3, momentum=0.9))
+    >>> trainer.fit(train_ds, steps_per_epoch=100, epochs=10)
+    """
+
+    def __init__(self, network, *, num_classes, method="coseg", alpha=0.001, beta=0.001,
+                 weight_decay=5e-4, fc8_lr_multiplier=10.0, class_names=None,
+                 ignore_label=255, **kwargs):
+        super().__init__(**kwargs)
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+        self.network = network
+        self.num_classes = int(num_classes)
+        self.method = method
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+        self.weight_decay = float(weight_decay)
+        self.fc8_lr_multiplier = float(fc8_lr_multiplier)
+        self.ignore_label = int(ignore_label)
+        self.class_names = list(class_names or [f"class_{c}" for c in range(num_classes)])
+
+        # === Trackers ===
+        names = ["loss", "humanparts"]
+        if method == "coseg":
+            names += ["human", "coseg", "mining_precision", "mining_chance"]
+            names += [f"mining_precision/{n}" for n in self.class_names[1:]]
+        self._trackers = {n: keras.metrics.Mean(name=n) for n in names}
+
+    # === Keras plumbing ===
+    @property
+    def metrics(self):
+        # Listed here so that Keras resets them at each epoch.
+        return list(self._trackers.values())
+
+    def call(self, inputs, training=False):
+        return self.network(inputs, training=training)
+
+    def build(self, input_shape=None):
+        # The wrapped network is built already; nothing of our own to create.
+        self.built = True
+
+    def _fc8_variable_ids(self):
+        try:
+            fc8 = self.network.get_layer("fc8")
+        except ValueError:
+            return set()
+        return {id(v) for v in fc8.trainable_variables}
+
+    # === Forward pass and losses ===
+    def _forward(self, labeled, unlabeled, training):
+        """One pass of the network over labeled + unlabeled images, split again."""
+        if unlabeled is None:
+            out = self.network({"image": labeled["image"],
+                                "human_region": labeled["human_region"]}, training=training)
+            return out, None
+        # One call over the concatenated batch: the network has no batch statistics,
+        # so this equals two calls and costs one.
+        images = tf.concat([labeled["image"], unlabeled["image"]], axis=0)
+        regions = tf.concat([labeled["human_region"], unlabeled["human_region"]], axis=0)
+        out = self.network({"image": images, "human_region": regions}, training=training)
+        n_f = tf.shape(labeled["image"])[0]
+        split = lambda t: (t[:n_f], t[n_f:])  # noqa: E731
+        logits_f, logits_u = split(out["logits"])
+        feats_f, feats_u = split(out["masked_features"])
+        return ({"logits": logits_f, "masked_features": feats_f},
+                {"logits": logits_u, "masked_features": feats_u})
+
+    def compute_losses(self, data, training):
+        """Per-replica losses (means over this replica's images) and mining details."""
+        labeled = data["labeled"]
+        unlabeled = data.get("unlabeled") if self.method == "coseg" else None
+        if self.method == "coseg" and unlabeled is None:
+            raise ValueError("method 'coseg' needs an 'unlabeled' stream in each element")
+        out_f, out_u = self._forward(labeled, unlabeled, training)
+
+        # [B_f, h, w, C]
+        logits_f = out_f["logits"]
+        size = tf.shape(logits_f)[1:3]
+        # [B_f, h, w] labels at feature resolution (nearest, on the stride-8 grid)
+        labels_f = losses_lib.downsample_labels(labels=labeled["labels"], size=size)
+        result = {"humanparts": losses_lib.humanparts_loss(
+            logits=logits_f, labels=labels_f, num_classes=self.num_classes,
+            ignore_label=self.ignore_label)}
+        if out_u is None:
+            result["loss"] = result["humanparts"]
+            return result, None
+
+        # [B_u, h, w] the unlabeled images' own human regions at feature resolution,
+        # resized exactly as the masking layer resizes them.
+        region_u = masking.resize_region(unlabeled["human_region"], size)[..., 0]
+        result["human"] = losses_lib.human_loss(logits=out_u["logits"], region=region_u)
+        coseg, aux = losses_lib.coseg_loss(
+            logits_labeled=logits_f, labels=labels_f,
+            features_labeled=out_f["masked_features"],
+            logits_unlabeled=out_u["logits"],
+            features_unlabeled=out_u["masked_features"],
+            region_unlabeled=region_u, num_classes=self.num_classes)
+        result["coseg"] = coseg
+        result["loss"] = (result["humanparts"] + self.alpha * result["human"]
+                          + self.beta * result["coseg"])
+        aux = dict(aux, region_unlabeled=region_u, size=size)
+        return result, aux
+
+    def _update_mining_metrics(self, unlabeled, aux):
+        """Mining precision against the hidden labels; a metric, never a loss input."""
+        if "diagnostic_labels" not in unlabeled:
+            return
+        size = aux["size"]
+        # [B_u, h*w] hidden classes of the unlabeled images at feature resolution
+        hidden = losses_lib.downsample_labels(labels=unlabeled["diagnostic_labels"],
+                                              size=size)
+        hidden = tf.reshape(hidden, [tf.shape(hidden)[0], -1])
+        region = tf.reshape(aux["region_unlabeled"], [tf.shape(hidden)[0], -1])
+        # [B_f, h*w] hidden classes and region of each labeled image's target
+        hidden_t = tf.gather(hidden, aux["targets"])
+        region_t = tf.gather(region, aux["targets"])
+        # [B_f, C, h*w] mined positions
+        mined = tf.cast(aux["mined"], tf.float32)
+        classes = tf.range(self.num_classes, dtype=hidden_t.dtype)
+        # [B_f, C, h*w] 1 where the hidden class of the position is the mined-for class
+        hit = tf.cast(tf.equal(hidden_t[:, None, :], classes[None, :, None]), tf.float32)
+        # per class: mined hits and mined count summed over labeled images, [C]
+        hits_c = tf.reduce_sum(mined * hit, axis=[0, 2])
+        count_c = tf.reduce_sum(mined, axis=[0, 2])
+        total = tf.reduce_sum(count_c)
+        self._trackers["mining_precision"].update_state(
+            tf.math.divide_no_nan(tf.reduce_sum(hits_c), total), sample_weight=total)
+        # chance: the share of the target's region whose hidden class is c, weighted by
+        # how many positions were mined for c
+        region_hit = tf.reduce_sum(hit * region_t[:, None, :], axis=2)  # [B_f, C]
+        region_size = tf.reduce_sum(region_t, axis=1)[:, None]  # [B_f, 1]
+        chance = tf.math.divide_no_nan(region_hit, region_size)
+        chance_count = tf.reduce_sum(mined, axis=2)  # [B_f, C]
+        self._trackers["mining_chance"].update_state(
+            tf.math.divide_no_nan(tf.reduce_sum(chance * chance_count), total),
+            sample_weight=total)
+        for c, name in enumerate(self.class_names[1:], start=1):
+            self._trackers[f"mining_precision/{name}"].update_state(
+                tf.math.divide_no_nan(hits_c[c], count_c[c]), sample_weight=count_c[c])
+
+    # === Steps ===
+    def train_step(self, data):
+        with tf.GradientTape() as tape:
+            result, aux = self.compute_losses(data, training=True)
+            # Each replica computes the mean loss over its own images; the optimizer
+            # SUMS the gradients of all replicas, so dividing by the replica count
+            # makes the update the gradient of the mean over the global batch (the
+            # same update as one device holding the whole global batch).
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            scaled = result["loss"] / tf.cast(replicas, result["loss"].dtype)
+        variables = self.network.trainable_variables
+        grads = tape.gradient(scaled, variables)
+        fc8_ids = self._fc8_variable_ids()
+        new_grads = []
+        for g, v in zip(grads, variables):
+            if g is None:
+                new_grads.append(g)
+                continue
+            if self.weight_decay and len(v.shape) > 1:  # kernels, not biases
+                # Weight decay is part of each replica's gradient, so it is scaled
+                # like the loss: the replica sum gives exactly wd * w once.
+                g = g + (self.weight_decay / replicas) * v
+            if id(v) in fc8_ids:
+                g = g * self.fc8_lr_multiplier
+            new_grads.append(g)
+        self.optimizer.apply(new_grads, variables)
+
+        for name, value in result.items():
+            self._trackers[name].update_state(value)
+        if aux is not None:
+            self._update_mining_metrics(data["unlabeled"], aux)
+        return {name: t.result() for name, t in self._trackers.items()}
+
+    def test_step(self, data):
+        """Validation: the supervised loss on labeled validation crops."""
+        labeled = data["labeled"] if "labeled" in data else data
+        out = self.network({"image": labeled["image"],
+                            "human_region": labeled["human_region"]}, training=False)
+        logits = out["logits"]
+        labels = losses_lib.downsample_labels(labels=labeled["labels"],
+                                              size=tf.shape(logits)[1:3])
+        value = losses_lib.humanparts_loss(logits=logits, labels=labels,
+                                           num_classes=self.num_classes,
+                                           ignore_label=self.ignore_label)
+        self._trackers["humanparts"].update_state(value)
+        self._trackers["loss"].update_state(value)
+        return {"loss": self._trackers["loss"].result(),
+                "humanparts": self._trackers["humanparts"].result()}
+
+    # === Config ===
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "network": keras.saving.serialize_keras_object(self.network),
+            "num_classes": self.num_classes, "method": self.method,
+            "alpha": self.alpha, "beta": self.beta, "weight_decay": self.weight_decay,
+            "fc8_lr_multiplier": self.fc8_lr_multiplier,
+            "class_names": self.class_names, "ignore_label": self.ignore_label,
+        })
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["network"] = keras.saving.deserialize_keras_object(config["network"])
+        return cls(**config)

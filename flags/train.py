@@ -1,0 +1,104 @@
+"""absl flags of train.py, grouped by topic. Defaults are the paper's setting.
+
+Import under an alias (this package shares its name with absl's module):
+
+    from flags import train as train_flags
+    train_flags.define_train_flags()
+    config = train_flags.config_from_flags(FLAGS)
+
+Recipes live in `recipes/*.flags` (`python train.py --flagfile=recipes/paper.flags`).
+"""
+
+from __future__ import annotations
+
+from absl import flags
+
+from coseg_tf import train_lib
+
+
+def define_data_flags():
+    # === Data ===
+    flags.DEFINE_string("train_data", None,
+                        "Training TFRecords (glob, or comma-separated globs), as written by "
+                        "tools/make_tfrecords.py.")
+    flags.DEFINE_string("val_data", None, "Validation TFRecords (optional): validation "
+                        "loss and the 'best' checkpoint.")
+    flags.DEFINE_enum("parts", "all4", ["head", "body", "hand", "leg", "all4", "person_part6"],
+                      "Part scheme. Paper: head|body|hand|leg (Table 1), all4 (Table 2).")
+    flags.DEFINE_enum("human_region", "boxes", ["boxes", "instance"],
+                      "Human region y: union of the person boxes (paper) or instance masks.")
+    # Paper setting: 10 labeled images chosen at random among the 1716 training images.
+    flags.DEFINE_integer("num_labeled", 10, "Number of labeled training images.")
+    flags.DEFINE_integer("labeled_seed", 0, "Seed of the choice of the labeled images.")
+    flags.DEFINE_string("labeled_ids_file", None,
+                        "File of labeled image ids, one a line (overrides --num_labeled).")
+    flags.DEFINE_integer("crop_size", 321, "Training crop (paper: 321).")
+    flags.DEFINE_float("min_scale", 0.5, "Smallest random scale of training images.")
+    flags.DEFINE_float("max_scale", 1.5, "Largest random scale of training images.")
+    # Paper setting: 1 labeled + 23 unlabeled images in each batch of 24.
+    flags.DEFINE_integer("batch_labeled", 1, "Labeled images per replica and step (B_f).")
+    flags.DEFINE_integer("batch_unlabeled", 23, "Unlabeled images per replica and step (B_u).")
+    flags.DEFINE_boolean("diagnostics", False,
+                         "Carry the hidden labels of the unlabeled images under a separate "
+                         "key for the mining-precision metric (no loss reads them).")
+
+
+def define_model_flags():
+    # === Model ===
+    flags.DEFINE_float("width_multiplier", 1.0,
+                       "Scales every channel count (1.0 = DeepLab-LargeFOV; 0.25 for CPU).")
+    flags.DEFINE_enum("init", "vgg16", ["vgg16", "random"],
+                      "vgg16: load --init_weights; random: fresh initialisation.")
+    flags.DEFINE_string("init_weights", None,
+                        "Local VGG16 ImageNet weights in the layout of Keras' "
+                        "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5.")
+    flags.DEFINE_float("dropout_rate", 0.5, "Dropout after fc6 and fc7.")
+
+
+def define_method_flags():
+    # === Method and losses ===
+    flags.DEFINE_enum("method", "coseg", list(train_lib.METHODS),
+                      "supervised: L_humanparts only (paper (a), (c)); coseg: L_all (b).")
+    flags.DEFINE_float("alpha", 0.001, "Weight of L_human (paper: 0.001).")
+    flags.DEFINE_float("beta", 0.001, "Weight of L_coseg (paper: 0.001).")
+
+
+def define_optimizer_flags():
+    # === Optimisation (paper: SGD 0.9, lr 1e-3, fc8 x10, wd 5e-4, poly) ===
+    flags.DEFINE_float("learning_rate", 1e-3, "Base learning rate.")
+    flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
+    flags.DEFINE_float("weight_decay", 5e-4, "L2 weight decay on kernels.")
+    flags.DEFINE_float("fc8_lr_multiplier", 10.0, "Learning-rate multiplier of fc8.")
+    flags.DEFINE_float("poly_power", 0.9, "Power of the poly learning-rate decay.")
+    flags.DEFINE_integer("steps", 6000, "Training steps.")
+
+
+def define_run_flags():
+    # === Run, checkpoints, distribution ===
+    flags.DEFINE_string("model_dir", None, "Run directory: flags, labeled ids, "
+                        "checkpoints, logs. A restarted run resumes from it.")
+    flags.DEFINE_integer("checkpoint_every", 100,
+                         "Steps between checkpoints (also the Keras 'epoch' length).")
+    flags.DEFINE_integer("val_steps", 20, "Validation batches at each checkpoint.")
+    flags.DEFINE_enum("strategy", "mirrored", ["default", "mirrored", "multi_worker"],
+                      "Distribution strategy (multi_worker reads TF_CONFIG).")
+    flags.DEFINE_integer("num_cpu_devices", 0,
+                         "Without GPUs, split the CPU into this many logical devices "
+                         "(tests, demos).")
+    flags.DEFINE_integer("seed", 0, "Seed of initialisation and data order.")
+    flags.DEFINE_integer("verbose", 1, "Keras progress: 0 silent, 1 bar, 2 one line/epoch.")
+
+
+def define_train_flags():
+    define_data_flags()
+    define_model_flags()
+    define_method_flags()
+    define_optimizer_flags()
+    define_run_flags()
+    flags.mark_flags_as_required(["train_data", "model_dir"])
+
+
+def config_from_flags(FLAGS) -> "train_lib.TrainConfig":  # noqa: N803
+    """Turns the parsed flags into the plain config the library takes (once)."""
+    fields = train_lib.TrainConfig.__dataclass_fields__
+    return train_lib.TrainConfig(**{name: FLAGS[name].value for name in fields})

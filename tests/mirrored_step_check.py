@@ -1,0 +1,125 @@
+"""One train step under MirroredStrategy (2 logical CPUs) vs the same step on one device.
+
+Run as a subprocess by tests/test_trainer.py: the CPU must be split into logical
+devices before TensorFlow initialises, which a pytest process shared with other tests
+cannot promise. Prints one JSON line with the largest differences.
+
+Per-replica mining means the coseg loss of a 2-replica step is the mean of the losses
+of the two replica shards (each labeled image mines among its own replica's unlabeled
+images); the single-device reference computes exactly that, by shards, and applies
+the gradient of their mean. The supervised step needs no such care: its loss is a
+mean over images, and each replica holds one labeled image.
+"""
+
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from coseg_tf import distribute  # noqa: E402
+
+distribute.split_cpu(2)
+
+import keras  # noqa: E402
+
+from coseg_tf import model as model_lib  # noqa: E402
+from coseg_tf import trainer as trainer_lib  # noqa: E402
+
+NUM_CLASSES = 4
+CROP = 33
+B_F, B_U = 1, 2  # per replica
+
+
+def make_batch(rng, replicas):
+    def images(n):
+        return rng.uniform(0, 255, (n, CROP, CROP, 3)).astype(np.float32)
+
+    def regions(n):
+        r = np.zeros((n, CROP, CROP, 1), np.float32)
+        for i in range(n):
+            y0, x0 = rng.integers(0, 10, 2)
+            r[i, y0:y0 + 20, x0:x0 + 18] = 1
+        return r
+
+    nf, nu = B_F * replicas, B_U * replicas
+    labels = rng.integers(0, NUM_CLASSES, (nf, CROP, CROP)).astype(np.int32)
+    reg_f = regions(nf)
+    labels[reg_f[..., 0] == 0] = 0
+    return {
+        "labeled": {"image": images(nf), "human_region": reg_f, "labels": labels},
+        "unlabeled": {"image": images(nu), "human_region": regions(nu)},
+    }
+
+
+def build(method, seed=1):
+    keras.utils.set_random_seed(seed)
+    net = model_lib.build_deeplab_largefov(num_classes=NUM_CLASSES, width_multiplier=0.0625,
+                                           dropout_rate=0.0)
+    trainer = trainer_lib.CosegTrainer(net, num_classes=NUM_CLASSES, method=method,
+                                       alpha=0.5, beta=0.5)
+    trainer.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
+    trainer.build()
+    trainer.optimizer.build(trainer.network.trainable_variables)
+    return trainer
+
+
+def shard(batch, r, replicas):
+    out = {}
+    for stream, per in (("labeled", B_F), ("unlabeled", B_U)):
+        out[stream] = {k: v[r * per:(r + 1) * per] for k, v in batch[stream].items()}
+    return out
+
+
+def reference_step(trainer, batch, replicas):
+    """Single device: mean over replica shards of the per-shard losses, one update."""
+    with tf.GradientTape() as tape:
+        results = [trainer.compute_losses(shard(batch, r, replicas), training=True)[0]
+                   for r in range(replicas)]
+        loss = tf.add_n([res["loss"] for res in results]) / replicas
+    variables = trainer.network.trainable_variables
+    grads = tape.gradient(loss, variables)
+    fc8 = trainer._fc8_variable_ids()
+    grads = [(g + trainer.weight_decay * v if len(v.shape) > 1 else g)
+             * (trainer.fc8_lr_multiplier if id(v) in fc8 else 1.0)
+             for g, v in zip(grads, variables)]
+    trainer.optimizer.apply(grads, variables)
+    return {k: float(np.mean([res[k] for res in results])) for k in results[0]}
+
+
+def main():
+    replicas = 2
+    rng = np.random.default_rng(0)
+    batch = make_batch(rng, replicas)
+    report = {"devices": len(tf.config.list_logical_devices("CPU"))}
+    for method in ("supervised", "coseg"):
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        with strategy.scope():
+            mirrored = build(method)
+        data = batch if method == "coseg" else {"labeled": batch["labeled"]}
+        ds = tf.data.Dataset.from_tensors(data)
+        logs = mirrored.fit(ds, epochs=1, steps_per_epoch=1, verbose=0).history
+
+        single = build(method)
+        if method == "supervised":
+            ref = single.fit(tf.data.Dataset.from_tensors(data), epochs=1, verbose=0).history
+            ref = {k: v[0] for k, v in ref.items()}
+        else:
+            ref = reference_step(single, batch, replicas)
+        w_m = [v.numpy() for v in mirrored.network.trainable_variables]
+        w_s = [v.numpy() for v in single.network.trainable_variables]
+        w_0 = [v.numpy() for v in build(method).network.trainable_variables]
+        report[method] = {
+            "losses_mirrored": {k: float(v[0]) for k, v in logs.items()},
+            "losses_single": ref,
+            "max_weight_diff": max(float(np.max(np.abs(a - b))) for a, b in zip(w_m, w_s)),
+            "max_weight_change": max(float(np.max(np.abs(a - b))) for a, b in zip(w_m, w_0)),
+        }
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

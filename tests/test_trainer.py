@@ -1,0 +1,120 @@
+"""CosegTrainer: the distributed step equals the single-device step; metrics; losses."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def mirrored_report():
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, str(REPO / "tests" / "mirrored_step_check.py")],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("method", ["supervised", "coseg"])
+def test_mirrored_step_equals_single_device_step(mirrored_report, method):
+    assert mirrored_report["devices"] == 2
+    rep = mirrored_report[method]
+    # The step did change the weights, by much more than the tolerance below.
+    assert rep["max_weight_change"] > 1e-3
+    assert rep["max_weight_diff"] < 1e-5, rep
+    for name in ("loss", "humanparts") + (("human", "coseg") if method == "coseg" else ()):
+        assert rep["losses_mirrored"][name] == pytest.approx(
+            rep["losses_single"][name], rel=1e-5, abs=1e-6), name
+    if method == "coseg":
+        assert rep["losses_mirrored"]["coseg"] > 0
+
+
+def _tiny_trainer(method, num_classes=3, **kw):
+    import keras
+
+    from coseg_tf import model as model_lib
+    from coseg_tf import trainer as trainer_lib
+
+    keras.utils.set_random_seed(0)
+    net = model_lib.build_deeplab_largefov(num_classes=num_classes, width_multiplier=0.0625,
+                                           dropout_rate=0.0)
+    trainer = trainer_lib.CosegTrainer(net, num_classes=num_classes, method=method,
+                                       class_names=["background", "part", "other"], **kw)
+    trainer.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
+    return trainer
+
+
+def _batch(rng, n_f=1, n_u=3, size=33, diagnostics=False):
+    region = np.zeros((size, size, 1), np.float32)
+    region[4:28, 8:24] = 1
+    labels = np.zeros((size, size), np.int32)
+    labels[4:16, 8:24] = 1
+    labels[16:28, 8:24] = 2
+    batch = {
+        "labeled": {"image": rng.uniform(0, 255, (n_f, size, size, 3)).astype(np.float32),
+                    "human_region": np.stack([region] * n_f),
+                    "labels": np.stack([labels] * n_f)},
+        "unlabeled": {"image": rng.uniform(0, 255, (n_u, size, size, 3)).astype(np.float32),
+                      "human_region": np.stack([region] * n_u)},
+    }
+    if diagnostics:
+        batch["unlabeled"]["diagnostic_labels"] = np.stack([labels] * n_u)
+    return batch
+
+
+def test_train_step_reports_every_term_and_mining_precision():
+    import tensorflow as tf
+
+    trainer = _tiny_trainer("coseg")
+    batch = _batch(np.random.default_rng(0), diagnostics=True)
+    hist = trainer.fit(tf.data.Dataset.from_tensors(batch).repeat(), steps_per_epoch=2,
+                       epochs=1, verbose=0).history
+    for key in ("loss", "humanparts", "human", "coseg", "mining_precision", "mining_chance",
+                "mining_precision/part", "mining_precision/other"):
+        assert key in hist, key
+        assert np.isfinite(hist[key][0]), key
+    # The hidden labels equal the labeled image's labels inside the same region, so
+    # chance is the share of each class in the region: 1/2 for both classes.
+    assert hist["mining_chance"][0] == pytest.approx(0.5, abs=1e-6)
+    assert 0.0 <= hist["mining_precision"][0] <= 1.0
+
+
+def test_diagnostic_labels_do_not_change_the_losses():
+    trainer = _tiny_trainer("coseg")
+    rng = np.random.default_rng(1)
+    plain = _batch(rng)
+    with_diag = {"labeled": plain["labeled"],
+                 "unlabeled": dict(plain["unlabeled"],
+                                   diagnostic_labels=np.full((3, 33, 33), 2, np.int32))}
+    a, _ = trainer.compute_losses(plain, training=False)
+    b, _ = trainer.compute_losses(with_diag, training=False)
+    for k in a:
+        np.testing.assert_allclose(a[k].numpy(), b[k].numpy())
+
+
+def test_supervised_ignores_the_unlabeled_stream():
+    trainer = _tiny_trainer("supervised")
+    batch = _batch(np.random.default_rng(2))
+    a, aux = trainer.compute_losses(batch, training=False)
+    b, _ = trainer.compute_losses({"labeled": batch["labeled"]}, training=False)
+    assert aux is None
+    assert set(a) == {"loss", "humanparts"}
+    np.testing.assert_allclose(a["loss"].numpy(), b["loss"].numpy())
+
+
+def test_coseg_total_is_the_weighted_sum():
+    trainer = _tiny_trainer("coseg", alpha=0.3, beta=0.7)
+    res, _ = trainer.compute_losses(_batch(np.random.default_rng(3)), training=False)
+    expected = res["humanparts"] + 0.3 * res["human"] + 0.7 * res["coseg"]
+    np.testing.assert_allclose(res["loss"].numpy(), expected.numpy(), rtol=1e-6)
+
+
+def test_unknown_method_is_refused():
+    with pytest.raises(ValueError, match="unknown method"):
+        _tiny_trainer("gmp")
