@@ -130,8 +130,8 @@ def validate(config: TrainConfig):
             explicit = [line.strip() for line in f if line.strip()]
     try:
         labeled_ids = streams.select_labeled_ids(
-            all_ids, num_labeled=config.num_labeled, seed=config.labeled_seed,
-            labeled_ids=explicit)
+            all_ids, num_labeled=None if explicit is not None else config.num_labeled,
+            seed=config.labeled_seed, labeled_ids=explicit)
     except ValueError as e:
         flag = "labeled_ids_file" if explicit is not None else "num_labeled"
         raise ConfigError(f"--{flag}: {e}") from None
@@ -206,7 +206,7 @@ def run_training(config: TrainConfig):
     initial_step = _backup_step(backup_dir, steps_per_epoch)
 
     # Global batches: each replica receives batch_labeled + batch_unlabeled images.
-    train_ds, _ = streams.train_dataset(
+    train_ds = streams.train_dataset(
         config.train_data, method=config.method, scheme=scheme, labeled_ids=labeled_ids,
         batch_labeled=config.batch_labeled * replicas,
         batch_unlabeled=config.batch_unlabeled * replicas, crop_size=config.crop_size,
@@ -215,6 +215,8 @@ def run_training(config: TrainConfig):
         # A resumed run continues with fresh random draws rather than replaying the
         # first steps' data.
         seed=config.seed + initial_step)
+    # Image ids are strings: they stay on the host (a GPU replica cannot hold them).
+    train_ds = train_ds.map(lambda d: {k: _without_ids(v) for k, v in d.items()})
     val_ds = None
     if config.val_data:
         val_ids = streams.read_ids(config.val_data)
@@ -222,8 +224,8 @@ def run_training(config: TrainConfig):
             config.val_data, ids=val_ids, scheme=scheme,
             batch_size=config.batch_labeled * replicas, crop_size=config.crop_size,
             min_scale=1.0, max_scale=1.0, flip=False,
-            human_region_mode=config.human_region, seed=config.seed)
-        val_ds = val_ds.map(lambda d: {"labeled": d})
+            human_region_mode=config.human_region, seed=config.seed, shuffle_buffer=64)
+        val_ds = val_ds.map(lambda d: {"labeled": _without_ids(d)})
 
     with strategy.scope():
         trainer = build_trainer(config, scheme)
@@ -250,6 +252,10 @@ def run_training(config: TrainConfig):
     _write_text(os.path.join(config.model_dir, "DONE"),
                 f"steps {int(trainer.optimizer.iterations.numpy())}\n")
     return history
+
+
+def _without_ids(element):
+    return {k: v for k, v in element.items() if k != "id"}
 
 
 def _backup_step(backup_dir, steps_per_epoch):

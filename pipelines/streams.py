@@ -1,0 +1,485 @@
+"""The tf.data streams of coseg_tf: labeled, unlabeled, train (both zipped) and eval.
+
+Every stream reads the one TFRecord format (`pipelines/schema.py`) and builds its
+elements from `decode.decode_example`, `merge` and `augment`:
+
+  labeled_dataset    the labeled subset (filtered by id), augmented, batched:
+                     {"image" float32 [B, c, c, 3] RGB 0..255,
+                      "human_region" float32 [B, c, c, 1], "labels" int32 [B, c, c]
+                      (255 = ignore), "id" string [B]}
+  unlabeled_dataset  ALL training images, augmented, batched, without part labels:
+                     {"image", "human_region", "id"}; with diagnostics=True also
+                     "diagnostic_labels" int32 [B, c, c] (the hidden merged labels,
+                     for the mining-precision metric only; no loss reads it)
+  train_dataset      {"labeled": ..., "unlabeled": ...} zipped per step (only
+                     {"labeled": ...} for method 'supervised')
+  eval_dataset       whole images, batch 1, no augmentation:
+                     {"image" float32 [1, H, W, 3], "human_region" [1, H, W, 1],
+                      "labels" int32 [1, H, W], "id" string [1]}
+
+Batch sizes are GLOBAL (per-replica size x number of replicas): the caller multiplies,
+and `strategy.experimental_distribute_dataset` splits each batch across replicas.
+
+Randomness. The shuffle has a seed, and every element's augmentation seed is derived
+from (seed, stream, element index after repeat) with stateless ops, so a stream is the
+same for the same seed, run after run, whatever the map's parallelism.
+
+Decoding cost. Records are shuffled serialized (a JPEG is ~10x smaller than its pixels)
+and decoded in the parallel map. With `cache=True` the labeled stream decodes its few
+images once and caches the decoded, unaugmented examples in memory (then shuffles
+decoded examples); use it when the labeled set is small and decoding shows in a profile.
+The unlabeled stream (every training image) is never cached.
+
+The labeled subset is chosen at training time (DESIGN.md §1): `read_ids` lists the ids
+of the training files and `select_labeled_ids` picks N of them by seed, or checks an
+explicit list.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import re
+
+import numpy as np
+import tensorflow as tf
+
+from pipelines import augment, decode, merge, schema
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+# Methods trained on the labeled stream alone; every other method also gets the
+# unlabeled stream.
+SUPERVISED_METHODS = ("supervised",)
+
+# Default shuffle buffer of the unlabeled stream, in serialized records.
+UNLABELED_SHUFFLE_BUFFER = 1024
+
+# Stream numbers folded into the augmentation seeds, so that the labeled and the
+# unlabeled stream never share random draws.
+_LABELED_STREAM = 1
+_UNLABELED_STREAM = 2
+
+# Shard names `SPLIT-00000-of-00004[.ext]`; the manifest is `SPLIT.manifest.json`.
+_SHARD_RE = re.compile(r"^(?P<split>.+?)-(?P<index>\d{5})-of-(?P<count>\d{5})(?:\.[^-]*)?$")
+_EXTENSIONS = (".tfrecords", ".tfrecord", ".tfr", ".record")
+_MANIFEST_SUFFIX = ".manifest.json"
+
+
+# === Files and ids ===
+
+def list_files(file_pattern: str) -> list:
+    """Sorted paths matching `file_pattern` (a glob or comma-separated globs).
+
+    Manifests (`*.manifest.json`) are left out, so that `DIR/train*` means the shards.
+
+    Raises:
+      ValueError naming the pattern (and the part of it) that matches no file.
+    """
+    if not isinstance(file_pattern, str) or not file_pattern.strip():
+        raise ValueError(f"file pattern must be a non-empty string, got {file_pattern!r}")
+    files = set()
+    for part in (p.strip() for p in file_pattern.split(",")):
+        if not part:
+            continue
+        matched = [p for p in tf.io.gfile.glob(part) if not p.endswith(_MANIFEST_SUFFIX)]
+        if not matched:
+            where = "" if part == file_pattern.strip() else f" (in file pattern {file_pattern!r})"
+            raise ValueError(f"no file matches {part!r}{where}")
+        files.update(matched)
+    if not files:
+        raise ValueError(f"no file matches file pattern {file_pattern!r}")
+    return sorted(files)
+
+
+def _split_of(path: str):
+    """(split name, shard index, shard count) of a shard path; index None if unsharded."""
+    name = os.path.basename(path)
+    match = _SHARD_RE.match(name)
+    if match:
+        split, index, count = match["split"], int(match["index"]), int(match["count"])
+    else:
+        split, index, count = name, None, 1
+    for ext in _EXTENSIONS:
+        if split.endswith(ext):
+            split = split[:-len(ext)]
+            break
+    return split, index, count
+
+
+def _load_manifest(path: str):
+    """The JSON content of a manifest, None when there is none."""
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path, "r") as f:
+        try:
+            return json.load(f)
+        except ValueError as e:
+            raise ValueError(f"{path}: not valid JSON ({e})") from None
+
+
+def _ids_per_shard(content) -> dict | None:
+    """{shard file name: ids} from a manifest of tools/make_tfrecords.py, else None.
+
+    That manifest lists "shards" ([{"file", "examples": count}]) and "examples"
+    ([{"id", ...}], shard 0's records first, then shard 1's, ...).
+    """
+    shards, examples = content.get("shards"), content.get("examples")
+    if not isinstance(shards, list) or not isinstance(examples, list):
+        return None
+    try:
+        ids = [str(e["id"]) for e in examples]
+        counts = [int(s["examples"]) for s in shards]
+        names = [str(s["file"]) for s in shards]
+    except (KeyError, TypeError, ValueError):
+        return None
+    if sum(counts) != len(ids):
+        return None
+    starts = np.cumsum([0] + counts)
+    return {name: ids[a:b] for name, a, b in zip(names, starts[:-1], starts[1:])}
+
+
+def _manifest_ids(files: list):
+    """ids of `files` (in their order) from the manifests beside them, or None.
+
+    `DIR/SPLIT.manifest.json` serves a shard of its split when it gives the ids of each
+    shard ("shards" + "examples", as tools/make_tfrecords.py writes), or, with a plain
+    "ids" list of the whole split, when `files` are all the shards of the split (the
+    shard names `-0000i-of-0000n` tell). Anything else: None (the caller scans).
+    """
+    groups = {}  # (dir, split) -> [(path, shard index, shard count)] in file order
+    for path in files:
+        split, index, count = _split_of(path)
+        groups.setdefault((os.path.dirname(path), split), []).append((path, index, count))
+    ids_of = {}  # path -> ids
+    for (directory, split), members in groups.items():
+        content = _load_manifest(os.path.join(directory, split + _MANIFEST_SUFFIX))
+        if not isinstance(content, dict):
+            return None
+        per_shard = _ids_per_shard(content)
+        if per_shard is not None:
+            for path, _, _ in members:
+                if os.path.basename(path) not in per_shard:
+                    return None
+                ids_of[path] = per_shard[os.path.basename(path)]
+            continue
+        counts = {count for _, _, count in members}
+        indices = {index for _, index, _ in members}
+        complete = indices == {None} or (
+            len(counts) == 1 and indices == set(range(counts.pop())))
+        if not complete or not isinstance(content.get("ids"), list):
+            return None
+        # The whole split's ids, in shard order: all on the first shard of the group.
+        ids_of[members[0][0]] = [str(i) for i in content["ids"]]
+        for path, _, _ in members[1:]:
+            ids_of[path] = []
+    return [i for path in files for i in ids_of[path]]
+
+
+def _scan_ids(files: list) -> list:
+    """ids of every record of `files`, in file order, parsing the id feature only."""
+    spec = {schema.KEY_ID: tf.io.FixedLenFeature([], tf.string)}
+    ds = tf.data.TFRecordDataset(files).batch(512)
+    ds = ds.map(lambda s: tf.io.parse_example(s, spec)[schema.KEY_ID])
+    return [i.decode("utf-8") for batch in ds.as_numpy_iterator() for i in batch]
+
+
+def read_ids(file_pattern: str) -> list:
+    """Image ids of the records matching `file_pattern`, in file order.
+
+    Reads `SPLIT.manifest.json` beside the shards when it tells the ids of the matched
+    files (see `_manifest_ids`), else scans the records.
+    """
+    files = list_files(file_pattern)
+    ids = _manifest_ids(files)
+    return ids if ids is not None else _scan_ids(files)
+
+
+def select_labeled_ids(all_ids, *, num_labeled, seed, labeled_ids=None) -> list:
+    """The labeled subset: `num_labeled` ids chosen by `seed`, or an explicit list.
+
+    Args:
+      all_ids: the ids of the training images (the pool).
+      num_labeled: how many to choose. With `labeled_ids`, None or len(labeled_ids).
+      seed: the labeled-set seed. The pool is sorted and permuted by
+        `np.random.RandomState(seed)`; the first `num_labeled` of the permutation are
+        chosen, so for one seed a smaller set is inside a larger one.
+      labeled_ids: an explicit list of ids (each must be in `all_ids`), or None.
+
+    Returns:
+      The chosen ids, sorted (an explicit list keeps its order).
+    """
+    pool = sorted(set(all_ids))
+    if labeled_ids is not None:
+        labeled_ids = [str(i) for i in labeled_ids]
+        if not labeled_ids:
+            raise ValueError("labeled_ids is empty")
+        repeated = sorted(i for i, n in collections.Counter(labeled_ids).items() if n > 1)
+        if repeated:
+            raise ValueError(f"labeled_ids repeats {repeated}")
+        known = set(pool)
+        unknown = [i for i in labeled_ids if i not in known]
+        if unknown:
+            raise ValueError(
+                f"{len(unknown)} of the {len(labeled_ids)} labeled_ids are not among the "
+                f"{len(pool)} training images: {unknown[:10]}{' ...' if len(unknown) > 10 else ''}")
+        if num_labeled is not None and num_labeled != len(labeled_ids):
+            raise ValueError(f"num_labeled={num_labeled} but labeled_ids holds "
+                             f"{len(labeled_ids)} ids; pass one of the two")
+        return labeled_ids
+    if isinstance(num_labeled, bool) or not isinstance(num_labeled, (int, np.integer)):
+        raise ValueError(f"num_labeled must be an int, got {num_labeled!r}")
+    if not 0 < num_labeled <= len(pool):
+        raise ValueError(f"num_labeled={num_labeled} is out of range: the pool holds "
+                         f"{len(pool)} training images (need 1 <= num_labeled <= "
+                         f"{len(pool)})")
+    order = np.random.RandomState(seed).permutation(len(pool))
+    return sorted(pool[i] for i in order[:num_labeled])
+
+
+# === Building blocks ===
+
+def _check_positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def _check_augment_args(*, batch_size_name, batch_size, crop_size, min_scale, max_scale,
+                        human_region_mode):
+    _check_positive_int(batch_size_name, batch_size)
+    _check_positive_int("crop_size", crop_size)
+    if not 0 < min_scale <= max_scale:
+        raise ValueError(f"need 0 < min_scale <= max_scale, got min_scale={min_scale}, "
+                         f"max_scale={max_scale}")
+    merge.check_human_region_mode(human_region_mode)
+
+
+def _records(files: list, seed) -> tf.data.Dataset:
+    """Serialized records of `files`, the file order shuffled by `seed` (None: kept)."""
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    if seed is not None and len(files) > 1:
+        ds = ds.shuffle(len(files), seed=seed)
+    return ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
+                         num_parallel_calls=AUTOTUNE, deterministic=True)
+
+
+def _element_seeds(index, seed: int, stream: int):
+    """int64 [3, 2]: stateless seeds (flip, scale, crop) of the element `index`."""
+    base = tf.constant([seed, stream], tf.int64)
+    element = tf.random.experimental.stateless_fold_in(base, tf.cast(index, tf.int64))
+    return tf.random.experimental.stateless_split(element, 3)
+
+
+def _augment(example, seeds, *, min_scale, max_scale, crop_size):
+    """Scale and crop-or-pad (the flip happens before merging, on the fine map)."""
+    example = augment.random_scale(example, min_scale, max_scale, seeds[1])
+    return augment.random_crop_or_pad(example, crop_size, seeds[2])
+
+
+def _decoded(x):
+    """A decoded example from a serialized record, or the (cached) decoded example."""
+    return x if isinstance(x, dict) else decode.decode_example(x)
+
+
+# === Streams ===
+
+def labeled_dataset(file_pattern, *, ids, scheme, batch_size, crop_size, min_scale=0.5,
+                    max_scale=1.5, flip=True, human_region_mode="boxes", seed=0,
+                    shuffle_buffer=None, cache=False, check_ids=True) -> tf.data.Dataset:
+    """The labeled training stream: the records whose id is in `ids`, repeated.
+
+    Args:
+      file_pattern: the training TFRecords (glob or comma-separated globs).
+      ids: the labeled ids (`select_labeled_ids`).
+      scheme: merge scheme (a `schema.Scheme` or its name).
+      batch_size: GLOBAL batch size.
+      crop_size: side of the square training crop.
+      min_scale, max_scale: range of the random scale.
+      flip: random horizontal flip (left/right parts swapped).
+      human_region_mode: 'boxes' or 'instance'.
+      seed: shuffle and augmentation seed.
+      shuffle_buffer: records in the shuffle buffer; None = all of `ids`.
+      cache: cache the decoded, unaugmented examples in memory (small sets).
+      check_ids: check eagerly that every id is in the files (a missing id would
+        otherwise shrink the stream silently).
+    """
+    scheme = merge.as_scheme(scheme)
+    _check_augment_args(batch_size_name="batch_size", batch_size=batch_size,
+                        crop_size=crop_size, min_scale=min_scale, max_scale=max_scale,
+                        human_region_mode=human_region_mode)
+    ids = [str(i) for i in ids]
+    if not ids:
+        raise ValueError("labeled_dataset: ids is empty")
+    files = list_files(file_pattern)
+    if check_ids:
+        present = set(read_ids(file_pattern))
+        absent = [i for i in ids if i not in present]
+        if absent:
+            raise ValueError(f"{len(absent)} labeled ids are not in {file_pattern!r}: "
+                             f"{absent[:10]}")
+
+    # A static hash table of the labeled ids; a record passes when its id is in it.
+    table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(tf.constant(ids), tf.ones([len(ids)], tf.int32)),
+        default_value=0)
+    id_spec = {schema.KEY_ID: tf.io.FixedLenFeature([], tf.string)}
+
+    def is_labeled(serialized):
+        return table.lookup(tf.io.parse_single_example(serialized, id_spec)[schema.KEY_ID]) > 0
+
+    def element(index, x):
+        seeds = _element_seeds(index, seed, _LABELED_STREAM)
+        example = _decoded(x)
+        if flip:  # on the fine map, before merging: left and right parts swap
+            example = augment.random_flip(example, seeds[0])
+        example = merge.add_training_targets(example, scheme=scheme,
+                                             human_region_mode=human_region_mode)
+        example = {k: example[k] for k in ("image", "human_region", "labels", "id")}
+        example = _augment(example, seeds, min_scale=min_scale,
+                           max_scale=max_scale, crop_size=crop_size)
+        return {k: example[k] for k in ("image", "human_region", "labels", "id")}
+
+    ds = _records(files, seed).filter(is_labeled)
+    if cache:
+        ds = ds.map(decode.decode_example, num_parallel_calls=AUTOTUNE).cache()
+    # Fixed order: shuffle -> repeat -> map (decode when not cached, targets, augment)
+    # -> batch (drop_remainder: static batch size for training) -> prefetch.
+    ds = ds.shuffle(shuffle_buffer or len(ids), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.repeat()
+    ds = ds.enumerate()  # element index after repeat -> its augmentation seeds
+    ds = ds.map(element, num_parallel_calls=AUTOTUNE)
+    ds = ds.batch(batch_size, drop_remainder=True)
+    return ds.prefetch(AUTOTUNE)
+
+
+def unlabeled_dataset(file_pattern, *, batch_size, crop_size, min_scale=0.5, max_scale=1.5,
+                      flip=True, human_region_mode="boxes", seed=0,
+                      shuffle_buffer=UNLABELED_SHUFFLE_BUFFER, diagnostics=False,
+                      scheme=None) -> tf.data.Dataset:
+    """The unlabeled training stream over ALL training images, without part labels.
+
+    The fine part map and the instance mask leave the element right after the human
+    region is computed, before any augmentation; the element keeps "image",
+    "human_region" and "id" only. With `diagnostics=True` (and a `scheme`), the merged
+    labels ride along under "diagnostic_labels" (255 in padding), for the
+    mining-precision metric alone.
+
+    Args:
+      file_pattern: the training TFRecords (glob or comma-separated globs).
+      batch_size: GLOBAL batch size.
+      crop_size, min_scale, max_scale, flip, human_region_mode, seed: as in
+        `labeled_dataset`.
+      shuffle_buffer: records in the shuffle buffer.
+      diagnostics: carry the hidden labels under "diagnostic_labels".
+      scheme: merge scheme of the diagnostic labels (required with diagnostics).
+    """
+    _check_augment_args(batch_size_name="batch_size", batch_size=batch_size,
+                        crop_size=crop_size, min_scale=min_scale, max_scale=max_scale,
+                        human_region_mode=human_region_mode)
+    if diagnostics:
+        if scheme is None:
+            raise ValueError("unlabeled_dataset: diagnostics=True needs a scheme")
+        scheme = merge.as_scheme(scheme)
+    _check_positive_int("shuffle_buffer", shuffle_buffer)
+    files = list_files(file_pattern)
+    keys = ("image", "human_region", "id") + (("diagnostic_labels",) if diagnostics else ())
+
+    def element(index, serialized):
+        seeds = _element_seeds(index, seed, _UNLABELED_STREAM)
+        example = decode.decode_example(serialized)
+        if flip:
+            example = augment.random_flip(example, seeds[0])
+        out = {
+            "image": example["image"],
+            "human_region": merge.human_region(
+                example["boxes"], example["person_mask"], example["height"],
+                example["width"], mode=human_region_mode),
+            "id": example["id"],
+        }
+        if diagnostics:
+            out["diagnostic_labels"] = merge.merge_parts(
+                example["parts_fine"], example["person_mask"], scheme)
+        # From here on no part label is in the element (unless diagnostics).
+        out = _augment(out, seeds, min_scale=min_scale, max_scale=max_scale,
+                       crop_size=crop_size)
+        return {k: out[k] for k in keys}
+
+    ds = _records(files, seed)
+    # Fixed order: shuffle -> repeat -> map (decode, region, augment) -> batch
+    # (drop_remainder: static batch size for training) -> prefetch.
+    ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.repeat()
+    ds = ds.enumerate()  # element index after repeat -> its augmentation seeds
+    ds = ds.map(element, num_parallel_calls=AUTOTUNE)
+    ds = ds.batch(batch_size, drop_remainder=True)
+    return ds.prefetch(AUTOTUNE)
+
+
+def train_dataset(file_pattern, *, method, scheme, labeled_ids, batch_labeled,
+                  batch_unlabeled, crop_size, min_scale=0.5, max_scale=1.5, flip=True,
+                  human_region_mode="boxes", diagnostics=False, seed=0,
+                  shuffle_buffer=UNLABELED_SHUFFLE_BUFFER, cache_labeled=False,
+                  check_ids=True) -> tf.data.Dataset:
+    """{"labeled": ..., "unlabeled": ...} per step ({"labeled": ...} for 'supervised').
+
+    The two streams are zipped (keras-io semisupervised_simclr); `train_step` unpacks
+    the pair. Both repeat forever.
+
+    Args:
+      file_pattern: the training TFRecords.
+      method: the training method; methods in SUPERVISED_METHODS get the labeled stream
+        only, every other method both streams.
+      scheme: merge scheme (a `schema.Scheme` or its name).
+      labeled_ids: the labeled ids (`select_labeled_ids`).
+      batch_labeled, batch_unlabeled: GLOBAL batch sizes (per replica x replicas).
+      crop_size, min_scale, max_scale, flip, human_region_mode, seed: as in
+        `labeled_dataset`, for both streams.
+      diagnostics: the unlabeled stream carries "diagnostic_labels".
+      shuffle_buffer: shuffle buffer of the unlabeled stream (the labeled stream
+        shuffles all its records).
+      cache_labeled: cache the decoded labeled examples (see the module docstring).
+      check_ids: check eagerly that every labeled id is in the files.
+    """
+    if not isinstance(method, str) or not method:
+        raise ValueError(f"method must be a non-empty string, got {method!r}")
+    _check_positive_int("batch_labeled", batch_labeled)
+    if method not in SUPERVISED_METHODS:
+        _check_positive_int("batch_unlabeled", batch_unlabeled)
+    common = dict(crop_size=crop_size, min_scale=min_scale, max_scale=max_scale, flip=flip,
+                  human_region_mode=human_region_mode, seed=seed)
+    labeled = labeled_dataset(file_pattern, ids=labeled_ids, scheme=scheme,
+                              batch_size=batch_labeled, cache=cache_labeled,
+                              check_ids=check_ids, **common)
+    if method in SUPERVISED_METHODS:
+        return tf.data.Dataset.zip({"labeled": labeled})
+    unlabeled = unlabeled_dataset(file_pattern, batch_size=batch_unlabeled,
+                                  shuffle_buffer=shuffle_buffer, diagnostics=diagnostics,
+                                  scheme=scheme, **common)
+    return tf.data.Dataset.zip({"labeled": labeled, "unlabeled": unlabeled})
+
+
+def eval_dataset(file_pattern, *, scheme, human_region_mode="boxes") -> tf.data.Dataset:
+    """Whole images in file order, batch 1, no augmentation, one pass.
+
+    Elements: {"image" float32 [1, H, W, 3] RGB 0..255, "human_region" float32
+    [1, H, W, 1], "labels" int32 [1, H, W], "id" string [1]}.
+    """
+    scheme = merge.as_scheme(scheme)
+    merge.check_human_region_mode(human_region_mode)
+    files = list_files(file_pattern)
+
+    def element(serialized):
+        example = merge.add_training_targets(decode.decode_example(serialized),
+                                             scheme=scheme,
+                                             human_region_mode=human_region_mode)
+        return {"image": tf.cast(example["image"], tf.float32),
+                "human_region": example["human_region"],
+                "labels": example["labels"],
+                "id": example["id"]}
+
+    # Evaluation: no shuffle, no repeat; map -> batch (1 whole image) -> prefetch.
+    ds = tf.data.TFRecordDataset(files)
+    ds = ds.map(element, num_parallel_calls=AUTOTUNE)
+    ds = ds.batch(1, drop_remainder=True)  # drops nothing at batch 1; static batch dim
+    return ds.prefetch(AUTOTUNE)

@@ -1,0 +1,163 @@
+"""Tests of pipelines/decode.py: TFRecord write -> decode round trip, schema errors."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow.core.example import example_pb2, feature_pb2
+
+import pipeline_helpers as ph
+from pipelines import decode, records, schema
+
+
+def _decode_in_dataset(serialized):
+    ds = tf.data.Dataset.from_tensors(tf.constant(serialized)).map(decode.decode_example)
+    return next(iter(ds))
+
+
+def _example_without(serialized, drop=(), replace=None):
+    """The serialized example with keys dropped / features replaced."""
+    ex = example_pb2.Example.FromString(serialized)
+    for key in drop:
+        del ex.features.feature[key]
+    for key, feature in (replace or {}).items():
+        ex.features.feature[key].CopyFrom(feature)
+    return ex.SerializeToString()
+
+
+@pytest.mark.parametrize("where", ["eager", "dataset"])
+def test_round_trip(where):
+    arrays = ph.synthetic_arrays("2008_000001", height=12, width=17, seed=3)
+    serialized = ph.serialize(arrays)
+    out = (decode.decode_example(serialized) if where == "eager"
+           else _decode_in_dataset(serialized))
+
+    expected_dtypes = {"image": tf.uint8, "id": tf.string, "height": tf.int32,
+                       "width": tf.int32, "boxes": tf.float32, "person_mask": tf.uint8,
+                       "parts_fine": tf.uint8}
+    assert {k: v.dtype for k, v in out.items()} == expected_dtypes
+    assert out["image"].shape == (12, 17, 3)
+    assert out["id"].numpy() == b"2008_000001"
+    assert (int(out["height"]), int(out["width"])) == (12, 17)
+    np.testing.assert_array_equal(out["boxes"].numpy(), arrays["boxes"])
+    np.testing.assert_array_equal(out["person_mask"].numpy(), arrays["person_mask"])
+    np.testing.assert_array_equal(out["parts_fine"].numpy(), arrays["parts_fine"])
+    # The same pixels as libjpeg's default decoder (PIL).
+    jpeg = records.parse_example(serialized)["jpeg"]
+    np.testing.assert_array_equal(out["image"].numpy(), ph.pil_decode(jpeg))
+
+
+def test_graph_shapes_are_static_where_known():
+    spec = tf.data.Dataset.from_tensors(tf.constant(b"")).map(decode.decode_example).element_spec
+    assert spec["image"].shape.as_list() == [None, None, 3]
+    assert spec["person_mask"].shape.as_list() == [None, None]
+    assert spec["parts_fine"].shape.as_list() == [None, None]
+    assert spec["boxes"].shape.as_list() == [None, 4]
+    assert spec["id"].shape.rank == 0 and spec["height"].shape.rank == 0
+
+
+def test_image_without_persons_has_no_boxes():
+    arrays = ph.synthetic_arrays("empty", height=8, width=8, num_persons=0)
+    out = decode.decode_example(ph.serialize(arrays))
+    assert out["boxes"].shape == (0, 4)
+
+
+def test_grayscale_jpeg_decodes_to_rgb():
+    import io
+    from PIL import Image
+    arrays = ph.synthetic_arrays("gray", height=8, width=10)
+    buf = io.BytesIO()
+    Image.fromarray(arrays["image"][..., 0], mode="L").save(buf, format="JPEG")
+    serialized = records.make_example(
+        jpeg=buf.getvalue(), image_id="gray", height=8, width=10, boxes=arrays["boxes"],
+        person_mask=arrays["person_mask"], parts_fine=arrays["parts_fine"])
+    assert decode.decode_example(serialized)["image"].shape == (8, 10, 3)
+
+
+@pytest.mark.parametrize("where", ["eager", "dataset"])
+def test_missing_keys_are_named(where):
+    serialized = _example_without(ph.serialize(ph.synthetic_arrays("a")),
+                                  drop=(schema.KEY_PARTS_FINE, schema.KEY_BOXES))
+    with pytest.raises(tf.errors.InvalidArgumentError) as err:
+        if where == "eager":
+            decode.decode_example(serialized)
+        else:
+            _decode_in_dataset(serialized)
+    message = str(err.value)
+    assert "parts/fine" in message and "human/boxes" in message
+    assert "not a coseg_tf example" in message
+    # Keys that are there are not called missing.
+    assert "image/encoded" not in message.split("missing feature keys:")[-1]
+
+
+def test_record_of_another_schema_is_refused():
+    # A DeepLab-style segmentation example: image/encoded, image/height, image/width
+    # and a class map, but none of our person keys.
+    feature = {
+        "image/encoded": feature_pb2.Feature(bytes_list=feature_pb2.BytesList(
+            value=[ph.jpeg_bytes(np.zeros((4, 4, 3), np.uint8))])),
+        "image/height": feature_pb2.Feature(int64_list=feature_pb2.Int64List(value=[4])),
+        "image/width": feature_pb2.Feature(int64_list=feature_pb2.Int64List(value=[4])),
+        "image/segmentation/class/encoded": feature_pb2.Feature(
+            bytes_list=feature_pb2.BytesList(value=[b""])),
+    }
+    serialized = example_pb2.Example(
+        features=feature_pb2.Features(feature=feature)).SerializeToString()
+    with pytest.raises(tf.errors.InvalidArgumentError) as err:
+        decode.decode_example(serialized)
+    for key in (schema.KEY_ID, schema.KEY_BOXES, schema.KEY_PERSON_MASK,
+                schema.KEY_PARTS_FINE):
+        assert key in str(err.value)
+
+
+def test_map_of_wrong_size_is_refused():
+    arrays = ph.synthetic_arrays("bad", height=8, width=10)
+    wrong = records.encode_png(np.zeros((8, 9), np.uint8))
+    serialized = _example_without(ph.serialize(arrays), replace={
+        schema.KEY_PARTS_FINE: feature_pb2.Feature(
+            bytes_list=feature_pb2.BytesList(value=[wrong]))})
+    with pytest.raises(tf.errors.InvalidArgumentError, match="parts/fine has size"):
+        decode.decode_example(serialized)
+
+
+# === check_schema ===
+
+def test_check_schema_accepts_our_files(tmp_path):
+    path = ph.write_tfrecord(tmp_path / "train-00000-of-00001.tfrecord",
+                             [ph.serialize(ph.synthetic_arrays("a"))])
+    assert decode.check_schema(str(tmp_path / "*.tfrecord")) == path
+
+
+def test_check_schema_names_file_and_missing_keys(tmp_path):
+    serialized = _example_without(ph.serialize(ph.synthetic_arrays("a")),
+                                  drop=(schema.KEY_PERSON_MASK, schema.KEY_ID))
+    path = ph.write_tfrecord(tmp_path / "other.tfrecord", [serialized])
+    with pytest.raises(ValueError) as err:
+        decode.check_schema(path)
+    message = str(err.value)
+    assert path in message and "person/mask" in message and "image/id" in message
+
+
+def test_check_schema_names_mistyped_key(tmp_path):
+    serialized = _example_without(ph.serialize(ph.synthetic_arrays("a")), replace={
+        schema.KEY_HEIGHT: feature_pb2.Feature(float_list=feature_pb2.FloatList(value=[8.]))})
+    path = ph.write_tfrecord(tmp_path / "typed.tfrecord", [serialized])
+    with pytest.raises(ValueError, match="image/height holds float_list"):
+        decode.check_schema(path)
+
+
+def test_check_schema_empty_file_and_no_match(tmp_path):
+    path = ph.write_tfrecord(tmp_path / "empty.tfrecord", [])
+    with pytest.raises(ValueError, match="holds no record") as err:
+        decode.check_schema(path)
+    assert path in str(err.value)
+    pattern = str(tmp_path / "nothing-*.tfrecord")
+    with pytest.raises(ValueError, match="no file matches") as err:
+        decode.check_schema(pattern)
+    assert pattern in str(err.value)
+
+
+def test_check_schema_refuses_a_file_that_is_not_tfrecord(tmp_path):
+    path = tmp_path / "notes.tfrecord"
+    path.write_bytes(b"this is not a TFRecord file at all, just some text")
+    with pytest.raises(ValueError, match="notes.tfrecord"):
+        decode.check_schema(str(path))

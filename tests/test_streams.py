@@ -1,0 +1,305 @@
+"""Tests of pipelines/streams.py: files and ids, the labeled subset, every stream."""
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import pipeline_helpers as ph
+from pipelines import schema, streams
+
+CROP = 16
+NUM_IMAGES = 8
+NUM_SHARDS = 2
+
+
+@pytest.fixture(scope="module")
+def split(tmp_path_factory):
+    """8 tiny synthetic examples in 2 shards, no manifest: (pattern, arrays by id)."""
+    directory = tmp_path_factory.mktemp("records")
+    arrays = [ph.synthetic_arrays(f"2008_{i:06d}", height=12 + i % 3, width=18 + i,
+                                  seed=i) for i in range(NUM_IMAGES)]
+    ph.write_split(directory, "train", arrays, NUM_SHARDS)
+    return str(directory / "train-*.tfrecord"), {a["id"]: a for a in arrays}
+
+
+def _first(ds, n=1):
+    return [tf.nest.map_structure(lambda t: t.numpy(), e) for e in ds.take(n)]
+
+
+def _merged(arrays, scheme):
+    """int32 class map of synthetic arrays by part names (not the lookup table)."""
+    parts = [(name, arrays["parts_fine"] == schema.PART_ID[name]) for name in schema.PART_NAMES]
+    return ph.class_map_by_names(parts, arrays["person_mask"], schema.get_scheme(scheme))
+
+
+# === Files and ids ===
+
+def test_list_files_sorted_and_comma_separated(tmp_path):
+    for name in ("b.tfrecord", "a.tfrecord", "c.rec"):
+        ph.write_tfrecord(tmp_path / name, [])
+    assert streams.list_files(str(tmp_path / "*.tfrecord")) == [
+        str(tmp_path / "a.tfrecord"), str(tmp_path / "b.tfrecord")]
+    both = f"{tmp_path / 'c.rec'}, {tmp_path / '*.tfrecord'}"
+    assert streams.list_files(both) == sorted(str(tmp_path / n) for n in
+                                              ("a.tfrecord", "b.tfrecord", "c.rec"))
+    missing = str(tmp_path / "train-*")
+    with pytest.raises(ValueError, match="no file matches") as err:
+        streams.list_files(missing)
+    assert missing in str(err.value)
+    with pytest.raises(ValueError, match="nope"):
+        streams.list_files(f"{tmp_path / 'a.tfrecord'},{tmp_path / 'nope*'}")
+
+
+def test_read_ids_scans_records_in_file_order(split):
+    pattern, arrays = split
+    assert streams.read_ids(pattern) == ph.ids_in_file_order(list(arrays.values()),
+                                                             NUM_SHARDS)
+
+
+def test_read_ids_prefers_a_complete_ids_manifest(tmp_path):
+    arrays = [ph.synthetic_arrays(f"m{i}", height=6, width=6, seed=i) for i in range(4)]
+    # The manifest lists the ids in an order the records do not have, so the test can
+    # tell which one was read.
+    listed = ["m3", "m2", "m1", "m0"]
+    ph.write_split(tmp_path, "train", arrays, 2, manifest=listed)
+    assert streams.read_ids(str(tmp_path / "train-*")) == listed
+    # `train*` also matches the manifest, which is not a record file.
+    assert streams.list_files(str(tmp_path / "train*")) == streams.list_files(
+        str(tmp_path / "train-*"))
+    assert streams.read_ids(str(tmp_path / "train*")) == listed
+    # One shard of two: a plain id list does not say which ids it holds; scanned.
+    assert streams.read_ids(str(tmp_path / "train-00001-of-00002.tfrecord")) == ["m1", "m3"]
+
+
+def test_read_ids_from_a_per_shard_manifest(tmp_path):
+    # The layout of tools/make_tfrecords.py: per-shard counts, examples in shard order.
+    arrays = [ph.synthetic_arrays(f"m{i}", height=6, width=6, seed=i) for i in range(5)]
+    shard0, shard1 = "val-00000-of-00002.tfrecord", "val-00001-of-00002.tfrecord"
+    listed = {shard0: ["x0", "x2", "x4"], shard1: ["x1", "x3"]}  # not the records' ids
+    ph.write_split(tmp_path, "val", arrays, 2, manifest=listed)
+    assert streams.read_ids(str(tmp_path / "val-*")) == ["x0", "x2", "x4", "x1", "x3"]
+    assert streams.read_ids(str(tmp_path / shard1)) == ["x1", "x3"]
+    # A manifest that does not add up is not trusted: the records are scanned.
+    content = json.loads((tmp_path / "val.manifest.json").read_text())
+    content["shards"][0]["examples"] = 2
+    (tmp_path / "val.manifest.json").write_text(json.dumps(content))
+    assert streams.read_ids(str(tmp_path / "val-*")) == ["m0", "m2", "m4", "m1", "m3"]
+
+
+def test_select_labeled_ids_by_seed():
+    pool = [f"id{i:03d}" for i in range(50)]
+    a = streams.select_labeled_ids(pool, num_labeled=10, seed=1)
+    assert a == streams.select_labeled_ids(list(reversed(pool)), num_labeled=10, seed=1)
+    assert len(a) == 10 == len(set(a)) and set(a) <= set(pool) and a == sorted(a)
+    assert a != streams.select_labeled_ids(pool, num_labeled=10, seed=2)
+    # For one seed a smaller set is inside a larger one.
+    assert set(streams.select_labeled_ids(pool, num_labeled=5, seed=1)) <= set(a)
+    assert streams.select_labeled_ids(pool, num_labeled=50, seed=0) == pool
+
+
+@pytest.mark.parametrize("num_labeled", [0, -3, 51])
+def test_select_labeled_ids_out_of_range(num_labeled):
+    pool = [f"id{i:03d}" for i in range(50)]
+    with pytest.raises(ValueError, match=f"num_labeled={num_labeled}") as err:
+        streams.select_labeled_ids(pool, num_labeled=num_labeled, seed=0)
+    assert "50" in str(err.value)
+
+
+def test_select_labeled_ids_explicit_list():
+    pool = ["a", "b", "c", "d"]
+    assert streams.select_labeled_ids(pool, num_labeled=None, seed=0,
+                                      labeled_ids=["c", "a"]) == ["c", "a"]
+    with pytest.raises(ValueError, match="'x'"):
+        streams.select_labeled_ids(pool, num_labeled=None, seed=0, labeled_ids=["a", "x"])
+    with pytest.raises(ValueError, match="num_labeled=3"):
+        streams.select_labeled_ids(pool, num_labeled=3, seed=0, labeled_ids=["a", "b"])
+    with pytest.raises(ValueError, match="repeats"):
+        streams.select_labeled_ids(pool, num_labeled=None, seed=0, labeled_ids=["a", "a"])
+
+
+# === Streams ===
+
+def test_labeled_dataset_shapes_ids_and_labels(split):
+    pattern, arrays = split
+    ids = streams.select_labeled_ids(list(arrays), num_labeled=3, seed=0)
+    ds = streams.labeled_dataset(pattern, ids=ids, scheme="all4", batch_size=2,
+                                 crop_size=CROP)
+    spec = ds.element_spec
+    assert sorted(spec) == ["human_region", "id", "image", "labels"]
+    assert spec["image"] == tf.TensorSpec([2, CROP, CROP, 3], tf.float32)
+    assert spec["human_region"] == tf.TensorSpec([2, CROP, CROP, 1], tf.float32)
+    assert spec["labels"] == tf.TensorSpec([2, CROP, CROP], tf.int32)
+    assert spec["id"] == tf.TensorSpec([2], tf.string)
+    seen = set()
+    for batch in _first(ds, 4):
+        seen |= {i.decode() for i in batch["id"]}
+        assert set(np.unique(batch["labels"])) <= set(range(6)) | {255}
+        assert set(np.unique(batch["human_region"])) <= {0.0, 1.0}
+        assert 0 <= batch["image"].min() and batch["image"].max() <= 255
+    assert seen == set(ids)  # 8 elements over 3 ids, repeated: every id, no other
+
+
+def test_labeled_dataset_content_flipped_or_not(split):
+    # No scale and a crop larger than every image (offset 0, padding only): each element
+    # is the record's image and merged labels, mirrored or not, padded.
+    pattern, arrays = split
+    ids = sorted(arrays)[:4]
+    ds = streams.labeled_dataset(pattern, ids=ids, scheme="all4", batch_size=1,
+                                 crop_size=32, min_scale=1.0, max_scale=1.0, flip=True)
+    outcomes = set()
+    for batch in _first(ds, 12):
+        a = arrays[batch["id"][0].decode()]
+        h, w = a["height"], a["width"]
+        image = ph.pil_decode(ph.jpeg_bytes(a["image"])).astype(np.float32)
+        labels = _merged(a, "all4")
+        region = (a["person_mask"] > 0).astype(np.float32)  # tight boxes of rectangles
+        flipped = not np.array_equal(batch["image"][0, :h, :w], image)
+        if flipped:
+            image, labels, region = image[:, ::-1], labels[:, ::-1], region[:, ::-1]
+        outcomes.add(flipped)
+        np.testing.assert_array_equal(batch["image"][0, :h, :w], image)
+        np.testing.assert_allclose(batch["image"][0, h:], np.broadcast_to(
+            [123.68, 116.779, 103.939], (32 - h, 32, 3)))
+        np.testing.assert_array_equal(batch["labels"][0, :h, :w], labels)
+        assert np.all(batch["labels"][0, h:] == 255) and np.all(batch["labels"][0, :, w:] == 255)
+        np.testing.assert_array_equal(batch["human_region"][0, :h, :w, 0], region)
+        assert batch["human_region"][0, h:].sum() == 0
+    assert outcomes == {False, True}
+
+
+def test_labeled_dataset_is_deterministic_for_a_seed(split):
+    pattern, arrays = split
+    ids = sorted(arrays)[:4]
+    make = lambda seed: streams.labeled_dataset(  # noqa: E731
+        pattern, ids=ids, scheme="head", batch_size=2, crop_size=CROP, seed=seed)
+    a, b, c = _first(make(0), 3), _first(make(0), 3), _first(make(5), 3)
+    for x, y in zip(a, b):
+        for key in x:
+            np.testing.assert_array_equal(x[key], y[key], err_msg=key)
+    assert any(not np.array_equal(x["image"], z["image"]) for x, z in zip(a, c))
+
+
+def test_labeled_dataset_cached_equals_uncached(split):
+    pattern, arrays = split
+    ids = sorted(arrays)[2:5]
+    kw = dict(ids=ids, scheme="leg", batch_size=2, crop_size=CROP, seed=3)
+    for x, y in zip(_first(streams.labeled_dataset(pattern, cache=True, **kw), 3),
+                    _first(streams.labeled_dataset(pattern, cache=False, **kw), 3)):
+        for key in x:
+            np.testing.assert_array_equal(x[key], y[key], err_msg=key)
+
+
+def test_labeled_dataset_refuses_ids_not_in_files(split):
+    pattern, _ = split
+    with pytest.raises(ValueError, match="2099_000001"):
+        streams.labeled_dataset(pattern, ids=["2099_000001"], scheme="all4", batch_size=1,
+                                crop_size=CROP)
+
+
+def test_unlabeled_dataset_carries_no_part_labels(split):
+    pattern, arrays = split
+    ds = streams.unlabeled_dataset(pattern, batch_size=3, crop_size=CROP, scheme="all4")
+    assert sorted(ds.element_spec) == ["human_region", "id", "image"]
+    assert ds.element_spec["image"] == tf.TensorSpec([3, CROP, CROP, 3], tf.float32)
+    assert ds.element_spec["human_region"] == tf.TensorSpec([3, CROP, CROP, 1], tf.float32)
+    seen = set()
+    for batch in _first(ds, 6):  # 18 elements: more than one pass over the 8 images
+        assert sorted(batch) == ["human_region", "id", "image"]
+        seen |= {i.decode() for i in batch["id"]}
+    assert seen == set(arrays)  # ALL training images
+
+
+def test_unlabeled_diagnostics_key_holds_the_merged_labels(split):
+    pattern, arrays = split
+    # No scale, no flip, a crop larger than every image: offset 0, padding only, so the
+    # expected map is the merged map padded with 255.
+    kw = dict(batch_size=2, crop_size=32, min_scale=1.0, max_scale=1.0, flip=False,
+              scheme="hand", human_region_mode="instance")
+    ds = streams.unlabeled_dataset(pattern, diagnostics=True, **kw)
+    assert ds.element_spec["diagnostic_labels"] == tf.TensorSpec([2, 32, 32], tf.int32)
+    plain = _first(streams.unlabeled_dataset(pattern, diagnostics=False, **kw), 2)
+    for batch, other in zip(_first(ds, 2), plain):
+        assert sorted(batch) == ["diagnostic_labels", "human_region", "id", "image"]
+        # The switch adds a key and changes nothing else.
+        for key in other:
+            np.testing.assert_array_equal(batch[key], other[key], err_msg=key)
+        for i, image_id in enumerate(batch["id"]):
+            a = arrays[image_id.decode()]
+            h, w = a["height"], a["width"]
+            expected = np.full((32, 32), 255, np.int32)
+            expected[:h, :w] = _merged(a, "hand")
+            np.testing.assert_array_equal(batch["diagnostic_labels"][i], expected)
+            np.testing.assert_array_equal(batch["human_region"][i, :h, :w, 0],
+                                          (a["person_mask"] > 0).astype(np.float32))
+
+
+def test_unlabeled_diagnostics_needs_a_scheme(split):
+    with pytest.raises(ValueError, match="scheme"):
+        streams.unlabeled_dataset(split[0], batch_size=1, crop_size=CROP, diagnostics=True)
+
+
+@pytest.mark.parametrize("method", ["coseg", "supervised"])
+def test_train_dataset_structure(split, method):
+    pattern, arrays = split
+    ds = streams.train_dataset(pattern, method=method, scheme="all4",
+                               labeled_ids=sorted(arrays)[:2], batch_labeled=1,
+                               batch_unlabeled=5, crop_size=CROP)
+    spec = ds.element_spec
+    assert spec["labeled"]["image"].shape == (1, CROP, CROP, 3)
+    assert spec["labeled"]["labels"] == tf.TensorSpec([1, CROP, CROP], tf.int32)
+    if method == "supervised":
+        assert sorted(spec) == ["labeled"]
+    else:
+        assert sorted(spec) == ["labeled", "unlabeled"]
+        assert sorted(spec["unlabeled"]) == ["human_region", "id", "image"]
+        assert spec["unlabeled"]["image"].shape == (5, CROP, CROP, 3)
+    step = _first(ds, 1)[0]
+    assert step["labeled"]["id"][0].decode() in sorted(arrays)[:2]
+
+
+def test_train_dataset_seeds(split):
+    pattern, arrays = split
+    make = lambda seed: streams.train_dataset(  # noqa: E731
+        pattern, method="coseg", scheme="body", labeled_ids=sorted(arrays)[:3],
+        batch_labeled=1, batch_unlabeled=3, crop_size=CROP, diagnostics=True, seed=seed)
+    a, b, c = _first(make(1), 2), _first(make(1), 2), _first(make(2), 2)
+    for x, y in zip(a, b):
+        tf.nest.map_structure(np.testing.assert_array_equal, x, y)
+    assert any(not np.array_equal(x["unlabeled"]["image"], z["unlabeled"]["image"])
+               for x, z in zip(a, c))
+
+
+def test_bad_arguments_are_named(split):
+    pattern, arrays = split
+    ids = sorted(arrays)[:2]
+    with pytest.raises(ValueError, match="batch_size"):
+        streams.labeled_dataset(pattern, ids=ids, scheme="all4", batch_size=0, crop_size=8)
+    with pytest.raises(ValueError, match="crop_size"):
+        streams.unlabeled_dataset(pattern, batch_size=1, crop_size=-1)
+    with pytest.raises(ValueError, match="human_region_mode"):
+        streams.unlabeled_dataset(pattern, batch_size=1, crop_size=8,
+                                  human_region_mode="mask")
+    with pytest.raises(ValueError, match="unknown part scheme"):
+        streams.eval_dataset(pattern, scheme="arms")
+    with pytest.raises(ValueError, match="batch_unlabeled"):
+        streams.train_dataset(pattern, method="coseg", scheme="all4", labeled_ids=ids,
+                              batch_labeled=1, batch_unlabeled=0, crop_size=8)
+
+
+def test_eval_dataset_whole_images(split):
+    pattern, arrays = split
+    ds = streams.eval_dataset(pattern, scheme="person_part6")
+    assert ds.element_spec["image"] == tf.TensorSpec([1, None, None, 3], tf.float32)
+    assert ds.element_spec["labels"] == tf.TensorSpec([1, None, None], tf.int32)
+    batches = _first(ds, NUM_IMAGES + 1)
+    assert [b["id"][0].decode() for b in batches] == streams.read_ids(pattern)
+    for b in batches:
+        a = arrays[b["id"][0].decode()]
+        assert b["image"].shape == (1, a["height"], a["width"], 3)
+        np.testing.assert_array_equal(b["labels"][0], _merged(a, "person_part6"))
+        # Box region; the synthetic boxes are the tight boxes of the instance masks
+        # (rectangles), so the two modes agree here.
+        np.testing.assert_array_equal(b["human_region"][0, ..., 0],
+                                      (a["person_mask"] > 0).astype(np.float32))
