@@ -167,7 +167,8 @@ def build_trainer(config: TrainConfig, scheme, *, steps_per_execution=1):
     trainer = trainer_lib.CosegTrainer(
         network, num_classes=scheme.num_classes, method=config.method,
         alpha=config.alpha, beta=config.beta, weight_decay=config.weight_decay,
-        fc8_lr_multiplier=config.fc8_lr_multiplier, class_names=scheme.class_names)
+        fc8_lr_multiplier=config.fc8_lr_multiplier, class_names=scheme.class_names,
+        mining_metrics=config.diagnostics)
     schedule = keras.optimizers.schedules.PolynomialDecay(
         config.learning_rate, decay_steps=config.steps, end_learning_rate=0.0,
         power=config.poly_power)
@@ -269,3 +270,42 @@ def _backup_step(backup_dir, steps_per_epoch):
     except (ValueError, KeyError) as e:
         raise ConfigError(f"{path} is corrupt ({e}); remove {backup_dir} to start "
                           "the run afresh") from None
+
+
+def read_model_info(model_dir):
+    """The `model.json` of a run directory (what eval and export rebuild from)."""
+    path = os.path.join(model_dir, "model.json")
+    if not tf.io.gfile.exists(path):
+        raise ConfigError(f"{path} not found: {model_dir} is not a training run directory")
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)
+
+
+def load_network(model_dir, checkpoint="last"):
+    """The trained network of a run: (keras.Model, model info dict).
+
+    Args:
+      model_dir: a run directory written by `run_training`.
+      checkpoint: "last", "best", or a path to a `.weights.h5` file of a run.
+    """
+    info = read_model_info(model_dir)
+    path = checkpoint
+    if checkpoint in ("last", "best"):
+        path = os.path.join(model_dir, "checkpoints", f"{checkpoint}.weights.h5")
+    if not tf.io.gfile.exists(path):
+        raise ConfigError(f"checkpoint {path} not found")
+    network = model_lib.build_deeplab_largefov(
+        num_classes=info["num_classes"], width_multiplier=info["width_multiplier"])
+    # The checkpoint holds the CosegTrainer (network + optimizer state): load it into
+    # a trainer of the same structure, whose network is then the trained one.
+    trainer = trainer_lib.CosegTrainer(network, num_classes=info["num_classes"],
+                                       method="supervised")
+    trainer.compile(optimizer=keras.optimizers.SGD(momentum=0.9))
+    trainer.build()
+    trainer.optimizer.build(network.trainable_variables)
+    try:
+        trainer.load_weights(path)
+    except (OSError, ValueError, KeyError) as e:
+        raise ConfigError(f"checkpoint {path} cannot be read ({e}); it may be corrupt or "
+                          "half-written") from None
+    return network, info

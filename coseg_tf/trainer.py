@@ -55,6 +55,8 @@ class CosegTrainer(keras.Model):
       fc8_lr_multiplier: learning-rate multiplier of the classifier (fc8) variables.
       class_names: names of the classes, for the per-class mining-precision metrics.
       ignore_label: label value that no loss reads.
+      mining_metrics: track mining precision (needs "diagnostic_labels" in the
+        unlabeled stream: the pipeline's diagnostics switch).
       **kwargs: forwarded to `keras.Model`.
 
     Example:
@@ -67,7 +69,7 @@ class CosegTrainer(keras.Model):
 
     def __init__(self, network, *, num_classes, method="coseg", alpha=0.001, beta=0.001,
                  weight_decay=5e-4, fc8_lr_multiplier=10.0, class_names=None,
-                 ignore_label=255, **kwargs):
+                 ignore_label=255, mining_metrics=False, **kwargs):
         super().__init__(**kwargs)
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
@@ -79,12 +81,15 @@ class CosegTrainer(keras.Model):
         self.weight_decay = float(weight_decay)
         self.fc8_lr_multiplier = float(fc8_lr_multiplier)
         self.ignore_label = int(ignore_label)
+        self.mining_metrics = bool(mining_metrics) and method == "coseg"
         self.class_names = list(class_names or [f"class_{c}" for c in range(num_classes)])
 
         # === Trackers ===
         names = ["loss", "humanparts"]
         if method == "coseg":
-            names += ["human", "coseg", "mining_precision", "mining_chance"]
+            names += ["human", "coseg"]
+        if self.mining_metrics:
+            names += ["mining_precision", "mining_chance"]
             names += [f"mining_precision/{n}" for n in self.class_names[1:]]
         self._trackers = {n: keras.metrics.Mean(name=n) for n in names}
 
@@ -165,8 +170,11 @@ class CosegTrainer(keras.Model):
 
     def _update_mining_metrics(self, unlabeled, aux):
         """Mining precision against the hidden labels; a metric, never a loss input."""
-        if "diagnostic_labels" not in unlabeled:
+        if not self.mining_metrics:
             return
+        if "diagnostic_labels" not in unlabeled:
+            raise ValueError("mining_metrics=True needs 'diagnostic_labels' in the unlabeled "
+                             "stream (turn the pipeline's diagnostics switch on)")
         size = aux["size"]
         # [B_u, h*w] hidden classes of the unlabeled images at feature resolution
         hidden = losses_lib.downsample_labels(labels=unlabeled["diagnostic_labels"],
@@ -258,6 +266,7 @@ class CosegTrainer(keras.Model):
             "alpha": self.alpha, "beta": self.beta, "weight_decay": self.weight_decay,
             "fc8_lr_multiplier": self.fc8_lr_multiplier,
             "class_names": self.class_names, "ignore_label": self.ignore_label,
+            "mining_metrics": self.mining_metrics,
         })
         return config
 

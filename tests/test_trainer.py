@@ -71,7 +71,7 @@ def _batch(rng, n_f=1, n_u=3, size=33, diagnostics=False):
 def test_train_step_reports_every_term_and_mining_precision():
     import tensorflow as tf
 
-    trainer = _tiny_trainer("coseg")
+    trainer = _tiny_trainer("coseg", mining_metrics=True)
     batch = _batch(np.random.default_rng(0), diagnostics=True)
     hist = trainer.fit(tf.data.Dataset.from_tensors(batch).repeat(), steps_per_epoch=2,
                        epochs=1, verbose=0).history
@@ -79,9 +79,12 @@ def test_train_step_reports_every_term_and_mining_precision():
                 "mining_precision/part", "mining_precision/other"):
         assert key in hist, key
         assert np.isfinite(hist[key][0]), key
-    # The hidden labels equal the labeled image's labels inside the same region, so
-    # chance is the share of each class in the region: 1/2 for both classes.
-    assert hist["mining_chance"][0] == pytest.approx(0.5, abs=1e-6)
+    # At feature resolution (33 -> 5, cell k on pixel 8k) the region holds rows 8, 16,
+    # 24 x columns 8, 16: 6 cells, 2 of class 1 (row 8) and 4 of class 2. The labeled
+    # image has the same map, so n_1 = 2 -> 1 mined, n_2 = 4 -> 2 mined. Picking at
+    # random inside the target's region hits class 1 with 2/6 and class 2 with 4/6:
+    # chance = (1 * 2/6 + 2 * 4/6) / 3 = 5/9.
+    assert hist["mining_chance"][0] == pytest.approx(5 / 9, abs=1e-6)
     assert 0.0 <= hist["mining_precision"][0] <= 1.0
 
 
