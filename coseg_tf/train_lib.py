@@ -181,6 +181,9 @@ def build_trainer(config: TrainConfig, scheme, *, steps_per_execution=1):
 
 def run_training(config: TrainConfig):
     """Trains as `config` says; returns the Keras History of this (possibly resumed) run."""
+    if config.num_cpu_devices > 1 and not tf.config.list_physical_devices("GPU"):
+        # Logical devices must exist before TensorFlow runs its first op.
+        distribute.split_cpu(config.num_cpu_devices)
     scheme, all_ids, labeled_ids = validate(config)
     strategy = distribute.make_strategy(config.strategy,
                                         num_cpu_devices=config.num_cpu_devices)
@@ -297,12 +300,11 @@ def load_network(model_dir, checkpoint="last"):
     network = model_lib.build_deeplab_largefov(
         num_classes=info["num_classes"], width_multiplier=info["width_multiplier"])
     # The checkpoint holds the CosegTrainer (network + optimizer state): load it into
-    # a trainer of the same structure, whose network is then the trained one.
+    # an uncompiled trainer of the same structure (the optimizer state is not needed),
+    # whose network is then the trained one.
     trainer = trainer_lib.CosegTrainer(network, num_classes=info["num_classes"],
                                        method="supervised")
-    trainer.compile(optimizer=keras.optimizers.SGD(momentum=0.9))
     trainer.build()
-    trainer.optimizer.build(network.trainable_variables)
     try:
         trainer.load_weights(path)
     except (OSError, ValueError, KeyError) as e:

@@ -1,0 +1,133 @@
+"""train.py end to end on synthetic TFRecords: losses fall, runs resume, bad flags refused."""
+
+import csv
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
+
+# Small CPU setting: tiny width, small crops, 2 replicas of 1 + 3 images.
+SMALL = ["--init=random", "--width_multiplier=0.0625", "--crop_size=65",
+         "--batch_labeled=1", "--batch_unlabeled=3", "--num_labeled=6",
+         "--num_cpu_devices=2", "--parts=all4", "--verbose=2", "--val_steps=2"]
+
+
+@pytest.fixture(scope="module")
+def tfrecords(tmp_path_factory):
+    from tools import make_synthetic, make_tfrecords
+
+    root = tmp_path_factory.mktemp("synthetic")
+    make_synthetic.generate(output_dir=str(root / "src"), num_images=24, image_size=96,
+                            seed=0, difficulty=0.5, val_fraction=0.25)
+    for split in ("train", "val"):
+        make_tfrecords.convert(
+            pascal_part_dir=str(root / "src" / "Annotations_Part"),
+            images_dir=str(root / "src" / "JPEGImages"),
+            voc_annotations_dir=str(root / "src" / "Annotations"),
+            split_list=str(root / "src" / "ImageSets" / f"{split}.txt"),
+            split_name=split, output_dir=str(root / "tfr"), num_shards=1, progress=False)
+    return {"train": str(root / "tfr" / "train-*"), "val": str(root / "tfr" / "val-*")}
+
+
+def _train(args, **kw):
+    return subprocess.run([sys.executable, str(REPO / "train.py")] + args,
+                          capture_output=True, text=True, env=ENV, timeout=900, **kw)
+
+
+def _history(model_dir):
+    with open(os.path.join(model_dir, "history.csv")) as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["supervised", "coseg"])
+def test_short_run_lowers_the_loss(tfrecords, tmp_path, method):
+    model_dir = str(tmp_path / method)
+    proc = _train(SMALL + [f"--train_data={tfrecords['train']}",
+                           f"--val_data={tfrecords['val']}", f"--model_dir={model_dir}",
+                           f"--method={method}", "--steps=24", "--checkpoint_every=8",
+                           "--learning_rate=0.01", "--diagnostics"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = _history(model_dir)
+    assert len(rows) == 3
+    first, last = float(rows[0]["humanparts"]), float(rows[-1]["humanparts"])
+    assert last < first, [r["humanparts"] for r in rows]
+    for name in ("config.json", "labeled_ids.txt", "model.json",
+                 "checkpoints/last.weights.h5", "checkpoints/best.weights.h5"):
+        assert os.path.exists(os.path.join(model_dir, name)), name
+    labeled = open(os.path.join(model_dir, "labeled_ids.txt")).read().split()
+    assert len(labeled) == 6
+    if method == "coseg":
+        assert "mining_precision" in rows[0] and "coseg" in rows[0]
+    # The final checkpoint loads.
+    from coseg_tf import train_lib
+    network, info = train_lib.load_network(model_dir, "last")
+    assert info["num_classes"] == 6 and network.get_layer("fc8") is not None
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_at_the_step_it_reached(tfrecords, tmp_path):
+    model_dir = str(tmp_path / "resume")
+    args = SMALL + [f"--train_data={tfrecords['train']}", f"--model_dir={model_dir}",
+                    "--method=coseg", "--steps=40", "--checkpoint_every=5"]
+    proc = subprocess.Popen([sys.executable, str(REPO / "train.py")] + args, env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    meta = os.path.join(model_dir, "backup", "training_metadata.json")
+    deadline = time.time() + 600
+    reached = 0
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if os.path.exists(meta):
+                try:
+                    reached = json.load(open(meta))["epoch"]
+                except (ValueError, KeyError):
+                    reached = 0
+                if reached >= 2:
+                    break
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "training ended before it could be killed"
+    assert reached >= 2
+    assert not os.path.exists(os.path.join(model_dir, "DONE"))
+
+    done = _train(args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout + done.stderr
+    # Keras counts epochs from 1: the restarted run starts after the backed-up ones.
+    assert f"Epoch {reached + 1}/8" in out and "Epoch 1/8" not in out, out[-3000:]
+    assert open(os.path.join(model_dir, "DONE")).read().split() == ["steps", "40"]
+    from coseg_tf import train_lib
+    train_lib.load_network(model_dir, "last")
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--parts=arms", "parts"),
+    ("--num_labeled=0", "num_labeled"),
+    ("--num_labeled=100000", "num_labeled"),
+    ("--init=vgg16", "init_weights"),
+])
+def test_bad_flags_are_refused_before_any_work(tfrecords, tmp_path, flag, message):
+    model_dir = tmp_path / "run"
+    proc = _train(SMALL + [f"--train_data={tfrecords['train']}", f"--model_dir={model_dir}",
+                           "--steps=2", flag])
+    assert proc.returncode != 0
+    assert message in proc.stderr
+    assert not model_dir.exists()
+
+
+def test_missing_train_data_is_refused(tmp_path):
+    proc = _train(SMALL + [f"--train_data={tmp_path}/nothing-*.tfrecord",
+                           f"--model_dir={tmp_path / 'run'}", "--steps=2"])
+    assert proc.returncode != 0
+    assert "--train_data" in proc.stderr and "nothing-*" in proc.stderr
