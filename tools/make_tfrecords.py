@@ -1,0 +1,511 @@
+r"""Converts Pascal VOC images + Pascal-Part annotations into coseg_tf TFRecords.
+
+Expected input (the three directories are given separately; these are their usual
+places):
+
+  VOCdevkit/VOC2010/
+  ├── JPEGImages/          --images_dir           ID.jpg (the image, copied as is)
+  └── Annotations/         --voc_annotations_dir  ID.xml (optional: person boxes)
+  trainval/Annotations_Part/
+  └── ID.mat               --pascal_part_dir      the Pascal-Part annotation of ID
+  train_id.txt             --split_list           optional: one id a line; without
+                                                  it every ID.mat is converted (sorted)
+
+Output (--output_dir), for --split_name=train --num_shards=4:
+
+  train-00000-of-00004.tfrecord
+  ...
+  train-00003-of-00004.tfrecord
+  train.manifest.json      schema version, counts, the written ids in shard order with
+                           their person counts, each skipped id and why, the part
+                           vocabulary, the sources and the arguments
+
+Each record is a `tf.train.Example` written by `pipelines.records.make_example` (the one
+format of `pipelines/schema.py`) with the feature keys:
+
+  image/encoded   bytes    the original JPEG bytes
+  image/id        bytes    image id, e.g. b"2008_000652"
+  image/height    int64
+  image/width     int64
+  human/boxes     float[]  N x 4 flattened, normalized (ymin, xmin, ymax, xmax)
+  person/mask     bytes    PNG, uint8, 0 = no person, k = k-th person object (file order)
+  parts/fine      bytes    PNG, uint8, 0 = no part, i = schema.PART_NAMES[i - 1]; the
+                           person objects' parts painted in file order, a later part
+                           over an earlier one (parts of other objects are ignored)
+
+Boxes (pixel i covers [i, i + 1)):
+- without --voc_annotations_dir, one box per person object: the tight box of its mask,
+  (rmin / H, cmin / W, (rmax + 1) / H, (cmax + 1) / W);
+- with it, every <object> named "person" of ID.xml; VOC boxes are 1-based and inclusive,
+  so ((ymin - 1) / H, (xmin - 1) / W, ymax / H, xmax / W), clipped to [0, 1].
+
+Images without a person are skipped ("no person"). Bad input (a missing, empty, corrupt
+or truncated JPEG; a missing, truncated or malformed .mat; a mask whose size differs
+from the image; an unknown person part name; an id with no files; a broken XML) is
+skipped and listed in the manifest with the message naming the file and the problem
+(--on_error=skip), or stops the run with exit code 1 and no output files
+(--on_error=fail).
+
+Shards are filled round-robin in id order (the j-th written example goes to shard
+j % num_shards), so the same input gives byte-identical shards whatever --num_workers.
+Shards are written under temporary names (.train-00000-of-00004.tfrecord.tmp-PID) and
+renamed when all are complete; the manifest comes last. Stale temporary files of the
+split (from a killed run) are removed at the start; shards of the split with another
+shard count are removed only once the new set is complete. Outputs of other splits are
+never touched. Output goes through `tf.io.gfile`, so --output_dir may be gs://...; the
+inputs are read by worker processes without TensorFlow and must be local.
+
+Usage:
+  python -m tools.make_tfrecords \
+    --pascal_part_dir=trainval/Annotations_Part \
+    --images_dir=VOCdevkit/VOC2010/JPEGImages \
+    --voc_annotations_dir=VOCdevkit/VOC2010/Annotations \
+    --split_list=pascal_person_part/train_id.txt --split_name=train \
+    --output_dir=data/pascal_person_part --num_shards=8 --num_workers=4
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import contextlib
+import functools
+import itertools
+import json
+import multiprocessing
+import os
+import re
+import sys
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from pipelines import records
+from pipelines import schema
+from tools import pascal_part
+from tools.pascal_part import BadInputError  # re-exported: convert raises it
+
+TOOL_NAME = "tools/make_tfrecords.py"
+TOOL_VERSION = "1.0"
+ON_ERROR_CHOICES = ("skip", "fail")
+_SPLIT_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+
+__all__ = ["convert", "main", "run", "define_flags", "ArgumentError", "BadInputError",
+           "shard_name", "manifest_name"]
+
+
+class ArgumentError(ValueError):
+    """A bad argument/flag, found before any work; the message starts with the flag."""
+
+
+def shard_name(split_name: str, index: int, num_shards: int) -> str:
+    """File name of shard `index` of `num_shards`: SPLIT-00000-of-00004.tfrecord."""
+    return "%s-%05d-of-%05d.tfrecord" % (split_name, index, num_shards)
+
+
+def manifest_name(split_name: str) -> str:
+    """File name of the split's manifest: SPLIT.manifest.json."""
+    return f"{split_name}.manifest.json"
+
+
+# === Arguments ===
+
+def _check_dir(flag: str, path) -> str:
+    if not path:
+        raise ArgumentError(f"--{flag}: required")
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        raise ArgumentError(f"--{flag}: {path} is not a directory")
+    return os.path.abspath(path)
+
+
+def _read_split_list(path: str) -> list:
+    """Ids of a split list: one id a line, blank lines ignored, last newline optional."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ArgumentError(f"--split_list: cannot read {path} ({e})") from None
+    ids, seen = [], {}
+    for number, line in enumerate(lines, start=1):
+        tokens = line.split()
+        if not tokens:
+            continue
+        if len(tokens) > 1 or "/" in tokens[0] or "\\" in tokens[0] or tokens[0] in (".", ".."):
+            raise ArgumentError(f"--split_list: {path} line {number}: expected one image id "
+                                f"a line (like 2008_000652), got {line.strip()!r}")
+        image_id = tokens[0]
+        if image_id in seen:
+            raise ArgumentError(f"--split_list: {path} lists {image_id!r} twice "
+                                f"(lines {seen[image_id]} and {number})")
+        seen[image_id] = number
+        ids.append(image_id)
+    if not ids:
+        raise ArgumentError(f"--split_list: {path} lists no ids")
+    return ids
+
+
+def _resolve_arguments(*, pascal_part_dir, images_dir, output_dir, split_name,
+                       voc_annotations_dir, split_list, num_shards, num_workers, on_error):
+    """Checked, normalized arguments and the ids to convert; ArgumentError otherwise."""
+    args = {
+        "pascal_part_dir": _check_dir("pascal_part_dir", pascal_part_dir),
+        "images_dir": _check_dir("images_dir", images_dir),
+        "voc_annotations_dir": (None if voc_annotations_dir is None else
+                                _check_dir("voc_annotations_dir", voc_annotations_dir)),
+    }
+    if not output_dir:
+        raise ArgumentError("--output_dir: required")
+    args["output_dir"] = os.fspath(output_dir)
+    if not isinstance(split_name, str) or not _SPLIT_NAME_RE.match(split_name):
+        raise ArgumentError(f"--split_name: {split_name!r} is not a usable file-name prefix "
+                            "(letters, digits, '_', '-', '.'; not starting with '.' or '-')")
+    args["split_name"] = split_name
+    for flag, value in (("num_shards", num_shards), ("num_workers", num_workers)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ArgumentError(f"--{flag}: must be an integer >= 1, got {value!r}")
+        args[flag] = value
+    if on_error not in ON_ERROR_CHOICES:
+        raise ArgumentError(f"--on_error: must be one of {', '.join(ON_ERROR_CHOICES)}, "
+                            f"got {on_error!r}")
+    args["on_error"] = on_error
+    if split_list is not None:
+        split_list = os.fspath(split_list)
+        if not os.path.isfile(split_list):
+            raise ArgumentError(f"--split_list: {split_list} is not a file")
+        args["split_list"] = os.path.abspath(split_list)
+        ids = _read_split_list(split_list)
+    else:
+        args["split_list"] = None
+        ids = sorted(name[:-len(".mat")] for name in os.listdir(args["pascal_part_dir"])
+                     if name.endswith(".mat") and not name.startswith(".")
+                     and os.path.isfile(os.path.join(args["pascal_part_dir"], name)))
+        if not ids:
+            raise ArgumentError(f"--pascal_part_dir: no .mat files in {pascal_part_dir}")
+    return args, ids
+
+
+# === Output files ===
+
+def _split_files(gfile, output_dir: str, split_name: str):
+    """(finished shards, temporary files) of `split_name` in output_dir, by file name."""
+    split = re.escape(split_name)
+    shard_re = re.compile(rf"^{split}-\d{{5,}}-of-\d{{5,}}\.tfrecord$")
+    tmp_re = re.compile(rf"^\.(?:{split}-\d{{5,}}-of-\d{{5,}}\.tfrecord|"
+                        rf"{split}\.manifest\.json)\.tmp-\d+$")
+    names = [n.rstrip("/") for n in gfile.listdir(output_dir)]
+    return ([n for n in names if shard_re.match(n)], [n for n in names if tmp_re.match(n)])
+
+
+def _remove_quietly(gfile, path: str) -> None:
+    try:
+        gfile.remove(path)
+    except Exception as e:  # cleanup must not hide the error that caused it
+        logging.warning("could not remove %s: %s", path, e)
+
+
+# === Progress ===
+
+class _Progress:
+    """A one-line progress bar with a rate on stderr (a plain line now and then off a tty).
+
+    Args:
+      total: the number of ids to process.
+      label: shown before the counts.
+      enabled: False prints nothing.
+    """
+
+    def __init__(self, total: int, label: str, enabled: bool = True):
+        self.total = total
+        self.label = label
+        self.enabled = enabled
+        self.start = time.monotonic()
+        self.tty = enabled and sys.stderr.isatty()
+        self.interval = 0.2 if self.tty else 10.0
+        self.last = -float("inf")
+
+    def update(self, done: int, written: int, skipped: int, final: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if not final and now - self.last < self.interval:
+            return
+        self.last = now
+        elapsed = max(now - self.start, 1e-9)
+        rate = done / elapsed
+        width = 30
+        filled = int(width * done / max(self.total, 1))
+        bar = "#" * filled + "." * (width - filled)
+        eta = (self.total - done) / rate if rate > 0 else float("nan")
+        line = (f"{self.label} [{bar}] {done}/{self.total} images, {rate:.1f} images/s, "
+                f"written {written}, skipped {skipped}, "
+                + (f"{elapsed:.1f}s" if final else f"ETA {eta:.0f}s"))
+        if self.tty:
+            sys.stderr.write("\r" + line + ("\n" if final else ""))
+        else:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+
+# === Conversion ===
+
+@contextlib.contextmanager
+def _outcomes(ids, num_workers: int, **dirs):
+    """Iterator over `pascal_part.convert_one` outcomes, in the order of `ids`.
+
+    With num_workers > 1 the images are read by a process pool started with 'spawn';
+    the workers import only NumPy, SciPy and PIL (never TensorFlow). Results are taken
+    in id order from a window of at most 4 tasks per worker ahead of the writer, so
+    what is written does not depend on scheduling and memory stays bounded. A worker
+    that dies (killed, out of memory) raises BrokenProcessPool instead of hanging.
+    Leaving the context cancels what has not started and waits for the rest.
+    """
+    fn = functools.partial(pascal_part.convert_one, **dirs)
+    num_workers = min(num_workers, len(ids))
+    if num_workers <= 1:
+        yield map(fn, ids)
+        return
+    ctx = multiprocessing.get_context("spawn")
+    executor = concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=ctx)
+
+    def ordered():
+        window = collections.deque()
+        pending = iter(ids)
+        for image_id in itertools.islice(pending, 4 * num_workers):
+            window.append(executor.submit(fn, image_id))
+        while window:
+            outcome = window.popleft().result()
+            for image_id in itertools.islice(pending, 1):
+                window.append(executor.submit(fn, image_id))
+            yield outcome
+
+    try:
+        yield ordered()
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+def convert(*, pascal_part_dir, images_dir, output_dir, split_name="train",
+            voc_annotations_dir=None, split_list=None, num_shards=1, num_workers=1,
+            on_error="skip", progress=True) -> dict:
+    """Converts one split to `output_dir/SPLIT-%05d-of-%05d.tfrecord` + SPLIT.manifest.json.
+
+    Args:
+      pascal_part_dir: directory of the Pascal-Part `ID.mat` files.
+      images_dir: directory of the VOC `ID.jpg` images.
+      output_dir: where shards and manifest go (created; any `tf.io.gfile` path).
+      split_name: file-name prefix of the shards and manifest.
+      voc_annotations_dir: optional directory of VOC `ID.xml` files: boxes come from
+        their person objects instead of the tight boxes of the person masks.
+      split_list: optional file of ids, one a line; default every `.mat` (sorted).
+      num_shards: number of output shards (>= 1).
+      num_workers: processes reading images (1 = in this process).
+      on_error: "skip" records bad input in the manifest and goes on; "fail" raises
+        BadInputError and leaves no output file of this run.
+      progress: show a progress bar on stderr.
+
+    Returns:
+      The manifest (the dict written to SPLIT.manifest.json).
+
+    Raises:
+      ArgumentError: a bad argument, before any work (the message names the flag).
+      BadInputError: with on_error="fail", the first bad input (naming file and problem).
+    """
+    arguments = dict(pascal_part_dir=pascal_part_dir, images_dir=images_dir,
+                     output_dir=output_dir, split_name=split_name,
+                     voc_annotations_dir=voc_annotations_dir, split_list=split_list,
+                     num_shards=num_shards, num_workers=num_workers, on_error=on_error,
+                     progress=progress)
+    arguments = {k: (os.fspath(v) if isinstance(v, os.PathLike) else v)
+                 for k, v in arguments.items()}
+    args, ids = _resolve_arguments(**{k: v for k, v in arguments.items() if k != "progress"})
+
+    import tensorflow as tf  # lazy: the parent alone needs it (writer, gfile, make_example)
+
+    gfile = tf.io.gfile
+    out_dir = args["output_dir"]
+    if gfile.exists(out_dir) and not gfile.isdir(out_dir):
+        raise ArgumentError(f"--output_dir: {out_dir} exists and is not a directory")
+    created_dir = not gfile.exists(out_dir)
+    gfile.makedirs(out_dir)
+    split = args["split_name"]
+    _, stale = _split_files(gfile, out_dir, split)
+    for name in stale:
+        logging.warning("removing stale temporary file %s of an interrupted run",
+                        os.path.join(out_dir, name))
+        _remove_quietly(gfile, os.path.join(out_dir, name))
+
+    num_shards = args["num_shards"]
+    finals = [shard_name(split, i, num_shards) for i in range(num_shards)]
+    tmps = [os.path.join(out_dir, f".{name}.tmp-{os.getpid()}") for name in finals]
+    shard_ids = [[] for _ in range(num_shards)]  # manifest entries, per shard
+    skipped = []
+    done = written = 0
+    bar = _Progress(len(ids), f"[{split}]", enabled=progress)
+    writers = []
+    completed = False
+    try:
+        writers = [tf.io.TFRecordWriter(path) for path in tmps]
+        with _outcomes(ids, args["num_workers"], pascal_part_dir=args["pascal_part_dir"],
+                       images_dir=args["images_dir"],
+                       voc_annotations_dir=args["voc_annotations_dir"]) as outcomes:
+            for outcome in outcomes:
+                done += 1
+                if isinstance(outcome, pascal_part.Skipped):
+                    if outcome.kind == pascal_part.BAD_INPUT:
+                        if args["on_error"] == "fail":
+                            raise BadInputError(outcome.reason)
+                        logging.warning("skipping %s: %s", outcome.image_id, outcome.reason)
+                    skipped.append({"id": outcome.image_id, "kind": outcome.kind,
+                                    "reason": outcome.reason})
+                else:
+                    shard = written % num_shards  # round-robin in id order
+                    writers[shard].write(records.make_example(
+                        jpeg=outcome.jpeg, image_id=outcome.image_id, height=outcome.height,
+                        width=outcome.width, boxes=outcome.boxes,
+                        person_mask=outcome.person_mask, parts_fine=outcome.parts_fine))
+                    shard_ids[shard].append({"id": outcome.image_id,
+                                             "persons": outcome.num_persons,
+                                             "boxes": len(outcome.boxes), "shard": shard})
+                    written += 1
+                bar.update(done, written, len(skipped))
+        for writer in writers:
+            writer.close()
+        completed = True
+    finally:
+        if not completed:  # an error or an interrupt: leave no file of this run
+            for writer in writers:
+                with contextlib.suppress(Exception):
+                    writer.close()
+            for path in tmps:
+                if gfile.exists(path):
+                    _remove_quietly(gfile, path)
+            if created_dir and not gfile.listdir(out_dir):
+                with contextlib.suppress(Exception):
+                    gfile.rmtree(out_dir)
+
+    bar.update(done, written, len(skipped), final=True)
+    if written < num_shards:
+        logging.warning("%d examples for %d shards: %d shard(s) are empty",
+                        written, num_shards, num_shards - written)
+
+    manifest = _manifest(args, arguments, finals, shard_ids, skipped)
+    _publish(gfile, out_dir, split, tmps, finals, manifest)
+
+    counts = manifest["counts"]
+    logging.info("wrote %d examples in %d shards to %s; skipped %d (no person: %d, "
+                 "bad input: %d)", counts["written"], num_shards, out_dir, counts["skipped"],
+                 counts["skipped_no_person"], counts["skipped_bad_input"])
+    return manifest
+
+
+def _manifest(args, arguments, finals, shard_ids, skipped) -> dict:
+    try:
+        from importlib.metadata import version
+        package_version = version("coseg_tf")
+    except Exception:  # not installed: run from a checkout
+        package_version = None
+    examples = [entry for shard in shard_ids for entry in shard]
+    no_person = sum(s["kind"] == pascal_part.NO_PERSON for s in skipped)
+    return {
+        "schema_version": schema.SCHEMA_VERSION,
+        "split": args["split_name"],
+        "counts": {
+            "ids": len(examples) + len(skipped),
+            "written": len(examples),
+            "persons": sum(e["persons"] for e in examples),
+            "skipped": len(skipped),
+            "skipped_no_person": no_person,
+            "skipped_bad_input": len(skipped) - no_person,
+        },
+        "num_shards": args["num_shards"],
+        "shards": [{"file": name, "examples": len(ids)}
+                   for name, ids in zip(finals, shard_ids)],
+        "examples": examples,  # in shard order: shard 0's records, then shard 1's, ...
+        "skipped": skipped,
+        "feature_keys": list(schema.FEATURE_KEYS),
+        "part_names": list(schema.PART_NAMES),
+        "box_source": "voc_xml" if args["voc_annotations_dir"] else "person_mask",
+        "sources": {k: args[k] for k in
+                    ("pascal_part_dir", "images_dir", "voc_annotations_dir", "split_list")},
+        "arguments": arguments,
+        "created_by": {"tool": TOOL_NAME, "tool_version": TOOL_VERSION,
+                       "coseg_tf_version": package_version},
+    }
+
+
+def _publish(gfile, out_dir, split, tmps, finals, manifest) -> None:
+    """Renames the complete temporary shards into place, then writes the manifest."""
+    manifest_path = os.path.join(out_dir, manifest_name(split))
+    old_shards, _ = _split_files(gfile, out_dir, split)
+    if gfile.exists(manifest_path):  # the old manifest no longer describes the shards
+        gfile.remove(manifest_path)
+    for tmp, final in zip(tmps, finals):
+        gfile.rename(tmp, os.path.join(out_dir, final), overwrite=True)
+    for name in sorted(set(old_shards) - set(finals)):  # another shard count
+        logging.info("removing %s of an earlier run with another shard count", name)
+        gfile.remove(os.path.join(out_dir, name))
+    tmp_manifest = os.path.join(out_dir, f".{manifest_name(split)}.tmp-{os.getpid()}")
+    with gfile.GFile(tmp_manifest, "w") as f:
+        f.write(json.dumps(manifest, indent=1) + "\n")
+    gfile.rename(tmp_manifest, manifest_path, overwrite=True)
+
+
+# === Command line ===
+
+def define_flags(flag_values=flags.FLAGS) -> None:
+    """Defines this tool's flags. `run()` calls it, so importing the module defines none."""
+    fv = dict(flag_values=flag_values)
+    # --- Inputs ---
+    flags.DEFINE_string("pascal_part_dir", None,
+                        "Directory of the Pascal-Part ID.mat files (Annotations_Part).", **fv)
+    flags.DEFINE_string("images_dir", None, "Directory of the VOC ID.jpg images "
+                        "(VOCdevkit/VOC2010/JPEGImages).", **fv)
+    flags.DEFINE_string("voc_annotations_dir", None,
+                        "Optional directory of VOC ID.xml files: person boxes come from "
+                        "them. Default: the tight boxes of the person masks.", **fv)
+    flags.DEFINE_string("split_list", None, "Optional file of image ids, one a line "
+                        "(e.g. the Pascal-Person-Part train list). Default: every .mat "
+                        "in --pascal_part_dir.", **fv)
+    # --- Outputs ---
+    flags.DEFINE_string("split_name", "train", "Prefix of the shard and manifest names.", **fv)
+    flags.DEFINE_string("output_dir", None, "Where the shards and the manifest go.", **fv)
+    flags.DEFINE_integer("num_shards", 1, "Number of TFRecord shards.", **fv)
+    # --- Running ---
+    flags.DEFINE_integer("num_workers", 1, "Processes reading images (1 = no pool).", **fv)
+    flags.DEFINE_enum("on_error", "skip", list(ON_ERROR_CHOICES),
+                      "Bad input: 'skip' lists it in the manifest and goes on; 'fail' "
+                      "stops with exit code 1 and leaves no output.", **fv)
+    flags.DEFINE_boolean("progress", True, "Show a progress bar on stderr.", **fv)
+    flags.mark_flags_as_required(["pascal_part_dir", "images_dir", "output_dir"],
+                                 flag_values=flag_values)
+
+
+def main(argv) -> int:
+    """Runs `convert` from the parsed flags; 1 with the message on bad flags or input."""
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    f = flags.FLAGS
+    try:
+        convert(pascal_part_dir=f.pascal_part_dir, images_dir=f.images_dir,
+                output_dir=f.output_dir, split_name=f.split_name,
+                voc_annotations_dir=f.voc_annotations_dir, split_list=f.split_list,
+                num_shards=f.num_shards, num_workers=f.num_workers, on_error=f.on_error,
+                progress=f.progress)
+    except (ArgumentError, BadInputError) as e:
+        print(f"make_tfrecords: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run() -> None:
+    """Console entry point (coseg-make-tfrecords)."""
+    if "pascal_part_dir" not in flags.FLAGS:
+        define_flags()
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,357 @@
+"""Reading one Pascal-Part image: its `.mat` annotation, its JPEG and its VOC person boxes.
+
+This is the per-image half of `tools/make_tfrecords.py`, the half its worker processes
+run. It is pure Python + NumPy + SciPy + PIL: importing it does not import TensorFlow,
+so a worker stays light (serializing a `tf.train.Example` happens in the parent).
+
+A Pascal-Part file (DESIGN.md §1) is a MATLAB v5 struct read with
+`scipy.io.loadmat(f)["anno"][0, 0]`: fields `imname` and `objects` (shape (1, N)); each
+object has `class` (e.g. "person"), `class_ind`, `mask` (H x W uint8 {0, 1}) and `parts`,
+shape (1, K) with fields `part_name` and `mask`, or shape (0, 0) when it has none.
+
+What one image becomes:
+- Person objects are the objects whose class is exactly "person" (`schema.PERSON_CLASS`).
+  Other objects are ignored, parts included (animals have "head" and "torso" parts too).
+- person mask: uint8, 0 = no person, k = the k-th person object in file order; where
+  two person masks overlap the later person wins.
+- fine part map: uint8, the person objects' parts painted in file order with the ids of
+  `schema.PART_ID`, a later part over an earlier one (this order reproduces the
+  published Pascal-Person-Part label maps). 0 = no part. A person part name outside
+  the vocabulary is bad input.
+- boxes: float32 (N, 4), normalized (ymin, xmin, ymax, xmax), with the convention that
+  pixel i covers [i, i + 1):
+    * from the person masks (default): the tight box of person k's own mask,
+      (rmin / H, cmin / W, (rmax + 1) / H, (cmax + 1) / W), one row per person object;
+    * from VOC XML (`voc_annotations_dir`): every <object> whose <name> is "person",
+      in file order; VOC boxes are 1-based and inclusive, so
+      ((ymin - 1) / H, (xmin - 1) / W, ymax / H, xmax / W), clipped to [0, 1].
+  H and W are the JPEG's size.
+
+Everything wrong with an input raises `BadInputError`, whose message names the file and
+the problem; `convert_one` turns that into a `Skipped` outcome for the converter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import scipy.io
+from PIL import Image
+
+from pipelines import schema
+
+NO_PERSON = "no person"
+BAD_INPUT = "bad input"
+
+
+class BadInputError(ValueError):
+    """An input that cannot be converted; the message names the file and the problem."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MatObject:
+    """One object of a Pascal-Part `.mat` file.
+
+    Args:
+      index: 1-based position of the object in the file.
+      class_name: its class, e.g. "person".
+      mask: bool (H, W) mask of the object.
+      parts: ((part_name, bool (H, W) mask), ...) in file order; read for person
+        objects only (empty for every other object).
+    """
+
+    index: int
+    class_name: str
+    mask: np.ndarray
+    parts: tuple = ()
+
+    @property
+    def is_person(self) -> bool:
+        return self.class_name == schema.PERSON_CLASS
+
+
+@dataclasses.dataclass(frozen=True)
+class Converted:
+    """Everything `pipelines.records.make_example` needs for one image.
+
+    Args:
+      image_id: the image id.
+      jpeg: the original JPEG bytes.
+      height, width: the image size.
+      boxes: float32 (N, 4) normalized (ymin, xmin, ymax, xmax).
+      person_mask: uint8 (height, width), 0 = no person, k = k-th person.
+      parts_fine: uint8 (height, width), 0 = no part, i = schema.PART_NAMES[i - 1].
+      num_persons: the number of person objects in the `.mat` file.
+    """
+
+    image_id: str
+    jpeg: bytes
+    height: int
+    width: int
+    boxes: np.ndarray
+    person_mask: np.ndarray
+    parts_fine: np.ndarray
+    num_persons: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Skipped:
+    """An image the converter does not write.
+
+    Args:
+      image_id: the image id.
+      kind: NO_PERSON or BAD_INPUT.
+      reason: "no person", or the message naming the bad file and its problem.
+    """
+
+    image_id: str
+    kind: str
+    reason: str
+
+
+# === .mat files ===
+
+def _mat_string(value, what: str, path: str) -> str:
+    """The text of a MATLAB char array as loadmat returns it (array(['person']))."""
+    arr = np.asarray(value)
+    if arr.size == 0:
+        return ""
+    if arr.size != 1 or arr.dtype.kind not in "US":
+        raise BadInputError(f"{path}: {what} is not a string (got {arr.dtype} {arr.shape})")
+    return str(arr.reshape(-1)[0]).strip()
+
+
+def _mat_mask(value, what: str, path: str) -> np.ndarray:
+    """A 2-D numeric MATLAB array as a bool mask (nonzero = inside)."""
+    arr = np.asarray(value)
+    if arr.ndim != 2 or arr.size == 0 or arr.dtype.kind not in "biuf":
+        raise BadInputError(
+            f"{path}: {what} is not a 2-D numeric mask (got {arr.dtype} {arr.shape})")
+    return arr != 0
+
+
+def read_objects(path: str) -> list:
+    """The objects of a Pascal-Part `.mat` file, as `MatObject`s in file order.
+
+    Raises:
+      BadInputError: the file is missing, not a readable MATLAB v5 file, has no `anno`
+        struct or `objects` field, or an object lacks `class` or `mask`, or a person
+        part lacks `part_name` or `mask`.
+    """
+    if not os.path.isfile(path):
+        raise BadInputError(f"{path}: missing Pascal-Part annotation (.mat) file")
+    try:
+        mat = scipy.io.loadmat(path)
+    except Exception as e:  # scipy raises many types for broken files
+        raise BadInputError(
+            f"{path}: cannot read as a MATLAB .mat file, truncated or malformed "
+            f"({type(e).__name__}: {e})") from None
+    if "anno" not in mat:
+        keys = sorted(k for k in mat if not k.startswith("__"))
+        raise BadInputError(f"{path}: no 'anno' struct in the .mat file (variables: {keys})")
+    anno = mat["anno"]
+    if anno.dtype.names is None or anno.size < 1 or "objects" not in anno.dtype.names:
+        raise BadInputError(f"{path}: 'anno' is not a struct with an 'objects' field")
+    objects = np.asarray(anno.reshape(-1)[0]["objects"])
+    if objects.size == 0:
+        return []
+    names = objects.dtype.names or ()
+    for field in ("class", "mask"):
+        if field not in names:
+            raise BadInputError(f"{path}: the objects have no '{field}' field "
+                                f"(fields: {list(names)})")
+    result = []
+    for index, obj in enumerate(objects.reshape(-1), start=1):
+        class_name = _mat_string(obj["class"], f"object {index} class", path)
+        what = f"object {index} ({class_name or 'no class'})"
+        mask = _mat_mask(obj["mask"], f"{what} mask", path)
+        parts = ()
+        if class_name == schema.PERSON_CLASS and "parts" in names:
+            parts = _read_parts(obj["parts"], what, path)
+        result.append(MatObject(index=index, class_name=class_name, mask=mask, parts=parts))
+    return result
+
+
+def _read_parts(parts, what: str, path: str) -> tuple:
+    parts = np.asarray(parts)
+    if parts.size == 0:  # (0, 0): an object without parts
+        return ()
+    names = parts.dtype.names or ()
+    for field in ("part_name", "mask"):
+        if field not in names:
+            raise BadInputError(f"{path}: {what} parts have no '{field}' field")
+    result = []
+    for k, part in enumerate(parts.reshape(-1), start=1):
+        name = _mat_string(part["part_name"], f"{what} part {k} name", path)
+        if name not in schema.PART_ID:
+            raise BadInputError(
+                f"{path}: {what} part {k} has unknown part name {name!r} "
+                f"(not in the person part vocabulary schema.PART_NAMES)")
+        result.append((name, _mat_mask(part["mask"], f"{what} part {k} ({name}) mask", path)))
+    return tuple(result)
+
+
+def check_sizes(objects, height: int, width: int, path: str) -> None:
+    """BadInputError when a mask of `objects` is not (height, width), the image size."""
+    for obj in objects:
+        masks = [(f"object {obj.index} ({obj.class_name}) mask", obj.mask)]
+        masks += [(f"object {obj.index} ({obj.class_name}) part {name!r} mask", m)
+                  for name, m in obj.parts]
+        for what, mask in masks:
+            if mask.shape != (height, width):
+                raise BadInputError(
+                    f"{path}: {what} is {mask.shape[0]}x{mask.shape[1]} (HxW), but the "
+                    f"image is {height}x{width}")
+
+
+def paint(persons, height: int, width: int):
+    """(person_mask, parts_fine), both uint8 (height, width), of the person objects.
+
+    Persons and their parts are painted in file order; later ones cover earlier ones.
+    """
+    if len(persons) > 255:
+        raise ValueError(f"{len(persons)} persons do not fit a uint8 person mask")
+    person_mask = np.zeros((height, width), np.uint8)
+    parts_fine = np.zeros((height, width), np.uint8)
+    for k, obj in enumerate(persons, start=1):
+        person_mask[obj.mask] = k
+        for name, mask in obj.parts:
+            parts_fine[mask] = schema.PART_ID[name]
+    return person_mask, parts_fine
+
+
+# === Boxes ===
+
+def mask_box(mask: np.ndarray) -> np.ndarray:
+    """float32 (4,) tight normalized box (ymin, xmin, ymax, xmax) of a non-empty mask.
+
+    Pixel i covers [i, i + 1): (rmin / H, cmin / W, (rmax + 1) / H, (cmax + 1) / W).
+    """
+    height, width = mask.shape
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        raise ValueError("the mask is empty: it has no box")
+    return np.array([rows[0] / height, cols[0] / width,
+                     (rows[-1] + 1) / height, (cols[-1] + 1) / width], np.float32)
+
+
+def voc_person_boxes(path: str, height: int, width: int) -> np.ndarray:
+    """float32 (N, 4) normalized boxes of the <object>s named "person" in a VOC XML file.
+
+    VOC coordinates are 1-based and inclusive: pixel columns xmin..xmax, so the box is
+    ((ymin - 1) / H, (xmin - 1) / W, ymax / H, xmax / W), clipped to [0, 1].
+    Only each object's own <bndbox> is read (not those of its <part>s).
+    """
+    try:
+        root = ET.parse(path).getroot()
+    except FileNotFoundError:
+        raise BadInputError(f"{path}: missing VOC annotation (.xml) file") from None
+    except (ET.ParseError, OSError) as e:
+        raise BadInputError(f"{path}: malformed VOC XML ({e})") from None
+    boxes = []
+    for index, obj in enumerate(root.findall("object"), start=1):
+        if (obj.findtext("name") or "").strip() != schema.PERSON_CLASS:
+            continue
+        bndbox = obj.find("bndbox")
+        if bndbox is None:
+            raise BadInputError(f"{path}: person <object> {index} has no <bndbox>")
+        try:
+            xmin, ymin, xmax, ymax = (float(bndbox.findtext(k))
+                                      for k in ("xmin", "ymin", "xmax", "ymax"))
+        except (TypeError, ValueError):
+            raise BadInputError(f"{path}: person <object> {index}: <bndbox> needs numeric "
+                                "<xmin>, <ymin>, <xmax>, <ymax>") from None
+        if xmax < xmin or ymax < ymin:
+            raise BadInputError(f"{path}: person <object> {index}: empty box "
+                                f"xmin={xmin:g} xmax={xmax:g} ymin={ymin:g} ymax={ymax:g}")
+        boxes.append([(ymin - 1) / height, (xmin - 1) / width, ymax / height, xmax / width])
+    return np.clip(np.array(boxes, np.float64).reshape(-1, 4), 0.0, 1.0).astype(np.float32)
+
+
+# === JPEG ===
+
+def read_jpeg(path: str):
+    """(jpeg_bytes, height, width) of a JPEG file, decoded fully once to check it."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise BadInputError(f"{path}: missing JPEG image") from None
+    except OSError as e:
+        raise BadInputError(f"{path}: cannot read the JPEG image ({e})") from None
+    if not data:
+        raise BadInputError(f"{path}: empty file (0 bytes), not a JPEG image")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            fmt = im.format
+            im.load()  # decode every pixel: a truncated file fails here
+            width, height = im.size
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, ...
+        raise BadInputError(
+            f"{path}: corrupt or truncated JPEG ({type(e).__name__}: {e})") from None
+    if fmt != "JPEG":
+        raise BadInputError(f"{path}: not a JPEG image (PIL reads it as {fmt})")
+    return data, height, width
+
+
+# === One image ===
+
+def read_example(image_id: str, *, pascal_part_dir: str, images_dir: str,
+                 voc_annotations_dir: str | None = None):
+    """`Converted` for an image with persons, `Skipped(kind=NO_PERSON)` for one without.
+
+    Reads `pascal_part_dir/ID.mat`, then (only when it has a person) `images_dir/ID.jpg`
+    and, when given, `voc_annotations_dir/ID.xml`.
+
+    Raises:
+      BadInputError: a file is missing, truncated or malformed, or a mask does not
+        match the image size, or a person part name is unknown.
+    """
+    mat_path = os.path.join(pascal_part_dir, image_id + ".mat")
+    jpeg_path = os.path.join(images_dir, image_id + ".jpg")
+    if not os.path.exists(mat_path) and not os.path.exists(jpeg_path):
+        raise BadInputError(f"no files for id {image_id!r}: neither {mat_path} "
+                            f"nor {jpeg_path} exists")
+    objects = read_objects(mat_path)
+    persons = [obj for obj in objects if obj.is_person]
+    if not persons:
+        return Skipped(image_id, NO_PERSON, NO_PERSON)
+    if len(persons) > 255:
+        raise BadInputError(f"{mat_path}: {len(persons)} person objects, more than a uint8 "
+                            "person mask holds (255)")
+    jpeg, height, width = read_jpeg(jpeg_path)
+    check_sizes(objects, height, width, mat_path)
+    for obj in persons:
+        if not obj.mask.any():
+            raise BadInputError(f"{mat_path}: object {obj.index} (person) has an empty mask")
+    person_mask, parts_fine = paint(persons, height, width)
+    if voc_annotations_dir is not None:
+        xml_path = os.path.join(voc_annotations_dir, image_id + ".xml")
+        boxes = voc_person_boxes(xml_path, height, width)
+        if len(boxes) == 0:
+            raise BadInputError(f"{xml_path}: no <object> named person, but {mat_path} "
+                                f"has {len(persons)} person object(s)")
+    else:
+        boxes = np.stack([mask_box(obj.mask) for obj in persons])
+    return Converted(image_id=image_id, jpeg=jpeg, height=height, width=width, boxes=boxes,
+                     person_mask=person_mask, parts_fine=parts_fine,
+                     num_persons=len(persons))
+
+
+def convert_one(image_id: str, *, pascal_part_dir: str, images_dir: str,
+                voc_annotations_dir: str | None = None):
+    """`read_example`, with bad input returned as `Skipped(kind=BAD_INPUT)`.
+
+    The converter's worker function: it never raises for bad input, so an ordered
+    `Pool.imap` over ids keeps going and the parent decides (skip or fail).
+    """
+    try:
+        return read_example(image_id, pascal_part_dir=pascal_part_dir, images_dir=images_dir,
+                            voc_annotations_dir=voc_annotations_dir)
+    except BadInputError as e:
+        return Skipped(image_id, BAD_INPUT, str(e))
