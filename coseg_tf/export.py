@@ -33,7 +33,7 @@ The human region of `serving_default` is the union of the boxes, pixel (r, c) in
 box when ymin * H <= r + 0.5 < ymax * H and xmin * W <= c + 0.5 < xmax * W: exactly
 `pipelines.merge.human_region`, the region the network was trained with. The stride-8
 logits are upsampled bilinearly on the network's grid (cell k on pixel 8k, as
-`coseg_tf.evaluation.upsample_logits`) and then soft-maxed. An image without any human
+`coseg_tf.grid.upsample_logits`) and then soft-maxed. An image without any human
 region (all boxes zero) gets fc8's bias at every pixel: finite, one class everywhere.
 
 Bad requests are refused before any work. A wrong dtype is refused by the function's
@@ -71,8 +71,7 @@ from typing import Mapping, Optional
 import numpy as np
 import tensorflow as tf
 
-from coseg_tf import train_lib
-from coseg_tf.masking import OUTPUT_STRIDE
+from coseg_tf import grid, train_lib
 
 ConfigError = train_lib.ConfigError
 
@@ -141,33 +140,6 @@ def human_region_from_boxes(boxes, height, width) -> tf.Tensor:
     # [B, H, W] number of boxes covering each pixel.
     count = tf.matmul(in_rows, in_cols, transpose_a=True)
     return tf.cast(count > 0, tf.float32)[..., None]
-
-
-def _lerp_axis(x, out_size, axis):
-    """`x` [B, h, w, C] interpolated along `axis` to `out_size`, cell k on index 8k."""
-    in_size = tf.shape(x)[axis]
-    # pos: [out] the feature coordinate each output pixel reads, clamped to the last cell.
-    pos = tf.minimum(tf.range(out_size, dtype=tf.float32) / float(OUTPUT_STRIDE),
-                     tf.cast(in_size - 1, tf.float32))
-    lower = tf.cast(tf.floor(pos), tf.int32)
-    upper = tf.minimum(lower + 1, in_size - 1)
-    shape = [1, 1, 1, 1]
-    shape[axis] = -1
-    weight = tf.reshape(pos - tf.cast(lower, tf.float32), shape)
-    a = tf.gather(x, lower, axis=axis)
-    b = tf.gather(x, upper, axis=axis)
-    return a + (b - a) * weight
-
-
-def _upsample_logits(logits, height, width) -> tf.Tensor:
-    """float32 [B, H, W, C]: stride-8 logits [B, h, w, C] bilinearly on the network grid.
-
-    Pixel (y, x) reads feature coordinate (y / 8, x / 8) (cell (r, c) is centred on pixel
-    (8r, 8c), see `coseg_tf.masking`); pixels past the last cell take its value.
-    The same as `coseg_tf.evaluation.upsample_logits(logits, (height, width))`.
-    """
-    logits = tf.cast(logits, tf.float32)
-    return _lerp_axis(_lerp_axis(logits, height, 1), width, 2)
 
 
 def _runtime_rank(x):
@@ -265,7 +237,7 @@ class SegmentationServer(tf.Module):
         outputs = self.network({"image": tf.cast(image, tf.float32), "human_region": region},
                                training=False)
         # logits: [B, H, W, C] at the input's resolution
-        logits = _upsample_logits(outputs["logits"], shape[1], shape[2])
+        logits = grid.upsample_logits(outputs["logits"], (shape[1], shape[2]))
         return {"labels": tf.argmax(logits, axis=-1, output_type=tf.int32),
                 "probabilities": tf.nn.softmax(logits, axis=-1)}
 

@@ -23,7 +23,7 @@ import pytest
 import tensorflow as tf
 from scipy import ndimage
 
-from coseg_tf import evaluation
+from coseg_tf import grid
 from coseg_tf import export as export_lib
 from coseg_tf import model as model_lib
 from coseg_tf import trainer as trainer_lib
@@ -151,7 +151,7 @@ def test_human_region_from_boxes_equals_the_training_pipeline(height, width):
 def test_upsampling_is_bilinear_on_the_network_grid(height, width):
     h, w = -(-height // 8), -(-width // 8)
     logits = np.random.default_rng(1).normal(size=[2, h, w, 3]).astype(np.float32)
-    got = export_lib._upsample_logits(tf.constant(logits), height, width).numpy()
+    got = grid.upsample_logits(tf.constant(logits), (height, width)).numpy()
     assert got.shape == (2, height, width, 3)
     # Cell (r, c) sits on pixel (8r, 8c).
     np.testing.assert_allclose(got[:, ::8, ::8], logits, rtol=0, atol=1e-6)
@@ -160,9 +160,6 @@ def test_upsampling_is_bilinear_on_the_network_grid(height, width):
                                                        order=1, mode="nearest")
                                for c in range(3)], -1) for b in range(2)])
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
-    # The evaluation's upsampling is the same function (to be deduplicated).
-    np.testing.assert_allclose(
-        got, evaluation.upsample_logits(logits, (height, width)).numpy(), rtol=0, atol=1e-6)
 
 
 # === The SavedModel against the in-memory network ===

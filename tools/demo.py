@@ -1,0 +1,229 @@
+"""`make demo`: the whole system on the embedded synthetic data, in the small CPU setting.
+
+1. generate the synthetic set in the Pascal-Part source format (tools/make_synthetic.py)
+   and convert train and val with tools/make_tfrecords.py;
+2. train, with the flags of recipes/cpu_small.flags:
+     (a) supervised on 10 labeled images,
+     (b) coseg with the same 10 labeled images + every training image as unlabeled,
+     (c) supervised on all training labels;
+3. evaluate the three on val, print Table 2's layout (scheme all4) and write
+   runs/demo/RESULTS.md, each run's metrics.json, and overlays of (a), (b), (c) side by
+   side on the same images.
+
+Each step is skipped when its output is already complete (a finished run is not
+redone), so an interrupted demo continues where it stopped.
+
+    python tools/demo.py [--data_dir=data/synthetic] [--run_dir=runs/demo] [--steps=N]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags  # noqa: E402
+
+FLAGS = flags.FLAGS
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def define_flags():
+    flags.DEFINE_string("data_dir", "data/synthetic", "Where the synthetic data goes.")
+    flags.DEFINE_string("run_dir", "runs/demo", "Where the runs and results go.")
+    flags.DEFINE_integer("num_images", 300, "Synthetic images (train + val).")
+    flags.DEFINE_integer("image_size", 160, "Synthetic image size.")
+    flags.DEFINE_integer("data_seed", 0, "Seed of the synthetic data.")
+    flags.DEFINE_integer("steps", None, "Training steps of each run (default: the recipe's).")
+    flags.DEFINE_integer("num_labeled", 10, "Labeled images of (a) and (b).")
+    flags.DEFINE_integer("overlays", 6, "Validation images drawn side by side.")
+    flags.DEFINE_integer("max_eval_images", 0, "Evaluate the first N val images (0 = all).")
+
+
+def read_flagfile(path):
+    """{name: value string} of a recipe file (`--name=value` lines, # comments)."""
+    values = {}
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            name, _, value = line.lstrip("-").partition("=")
+            values[name] = value
+    return values
+
+
+def _log(msg):
+    print(f"[demo {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def prepare_data(data_dir, *, num_images, image_size, seed):
+    """Synthetic source data and its TFRecords; returns the train and val patterns."""
+    from tools import make_synthetic, make_tfrecords
+
+    src = os.path.join(data_dir, "source")
+    tfr = os.path.join(data_dir, "tfrecords")
+    settings = {"num_images": num_images, "image_size": image_size, "seed": seed,
+                "difficulty": make_synthetic.DEFAULT_DIFFICULTY}
+    stamp = os.path.join(data_dir, "demo_data.json")
+    if os.path.exists(stamp) and json.load(open(stamp)) == settings:
+        _log(f"data: {data_dir} is up to date")
+    else:
+        _log(f"data: generating {num_images} synthetic images ({image_size} px) in {src}")
+        make_synthetic.generate(output_dir=src, num_images=num_images,
+                                image_size=image_size, seed=seed,
+                                difficulty=settings["difficulty"], val_fraction=0.3)
+        for split in ("train", "val"):
+            _log(f"data: converting {split} to TFRecords in {tfr}")
+            make_tfrecords.convert(
+                pascal_part_dir=os.path.join(src, "Annotations_Part"),
+                images_dir=os.path.join(src, "JPEGImages"),
+                voc_annotations_dir=os.path.join(src, "Annotations"),
+                split_list=os.path.join(src, "ImageSets", f"{split}.txt"),
+                split_name=split, output_dir=tfr, num_shards=2, on_error="fail")
+        with open(stamp, "w") as f:
+            json.dump(settings, f)
+    return os.path.join(tfr, "train-*.tfrecord"), os.path.join(tfr, "val-*.tfrecord")
+
+
+def runs_of(num_labeled, num_train):
+    """The three runs of the paper's Table 1: name -> (label, overrides)."""
+    return {
+        "a_supervised": (f"(a) supervised, n_f={num_labeled}",
+                         {"method": "supervised", "num_labeled": num_labeled}),
+        "b_coseg": (f"(b) coseg, n_f={num_labeled}, n_u={num_train}",
+                    {"method": "coseg", "num_labeled": num_labeled}),
+        "c_supervised_all": (f"(c) supervised, n_f={num_train}",
+                             {"method": "supervised", "num_labeled": num_train}),
+    }
+
+
+def train_run(model_dir, recipe, overrides, train_data, val_data, steps):
+    from coseg_tf import train_lib
+
+    if os.path.exists(os.path.join(model_dir, "DONE")):
+        _log(f"train: {model_dir} is finished already")
+        return
+    fields = train_lib.TrainConfig.__dataclass_fields__
+    values = {}
+    for name, text in recipe.items():
+        if name not in fields:
+            raise ValueError(f"recipe flag --{name} is not a training flag")
+        values[name] = _convert(fields[name], text)
+    values.update(overrides)
+    if steps:
+        values["steps"] = steps
+    config = train_lib.TrainConfig(train_data=train_data, val_data=val_data,
+                                   model_dir=model_dir, **values)
+    cmd = ["python", "train.py", "--flagfile=recipes/cpu_small.flags",
+           f"--train_data={train_data}", f"--val_data={val_data}",
+           f"--model_dir={model_dir}"] + [f"--{k}={v}" for k, v in overrides.items()]
+    if steps:
+        cmd.append(f"--steps={steps}")
+    _log("train: " + " ".join(shlex.quote(c) for c in cmd))
+    start = time.time()
+    train_lib.run_training(config)
+    _log(f"train: {model_dir} done in {time.time() - start:.0f} s")
+
+
+def _convert(field, text):
+    kind = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", "")
+    if "bool" in kind:
+        return text.lower() in ("1", "true", "")
+    if "int" in kind:
+        return int(text)
+    if "float" in kind:
+        return float(text)
+    return text
+
+
+def main(argv):
+    del argv
+    os.chdir(REPO)
+    start = time.time()
+    recipe = read_flagfile(os.path.join(REPO, "recipes", "cpu_small.flags"))
+    train_data, val_data = prepare_data(FLAGS.data_dir, num_images=FLAGS.num_images,
+                                        image_size=FLAGS.image_size, seed=FLAGS.data_seed)
+    from coseg_tf import evaluation
+    from pipelines import schema, streams
+
+    num_train = len(streams.read_ids(train_data))
+    runs = runs_of(FLAGS.num_labeled, num_train)
+    for name, (_, overrides) in runs.items():
+        train_run(os.path.join(FLAGS.run_dir, name), recipe, overrides, train_data,
+                  val_data, FLAGS.steps)
+
+    scheme = schema.get_scheme(recipe.get("parts", "all4"))
+    results = {}
+    for name, (label, _) in runs.items():
+        model_dir = os.path.join(FLAGS.run_dir, name)
+        _log(f"eval: {model_dir} on {val_data}")
+        results[name] = evaluation.evaluate(evaluation.EvalConfig(
+            eval_data=val_data, model_dir=model_dir, checkpoint="last",
+            output_dir=os.path.join(model_dir, "eval_val"),
+            max_images=FLAGS.max_eval_images, verbose=1))
+
+    rows = [(runs[n][0], results[n]) for n in runs]
+    text = [evaluation.format_table_header(scheme, label="Method", label_width=40)]
+    text += [evaluation.format_table_row(m, scheme, label=lab, label_width=40)
+             for lab, m in rows]
+    print("\n" + "\n".join(text) + "\n")
+
+    overlay_path = os.path.join(FLAGS.run_dir, "overlays.png")
+    _compare_overlays(FLAGS.run_dir, runs, val_data, scheme, overlay_path, FLAGS.overlays)
+    results_md = os.path.join(FLAGS.run_dir, "RESULTS.md")
+    _write_results(results_md, rows, scheme, FLAGS, time.time() - start, overlay_path)
+    _log(f"results: {results_md}")
+    _log(f"overlays: {overlay_path}")
+    for name in runs:
+        _log(f"metrics: {os.path.join(FLAGS.run_dir, name, 'eval_val', 'metrics.json')}")
+    _log(f"total time {time.time() - start:.0f} s")
+    return 0
+
+
+def _compare_overlays(run_dir, runs, val_data, scheme, path, count):
+    """(a), (b), (c) side by side on the same validation images."""
+    if count <= 0:
+        return
+    from coseg_tf import evaluation, train_lib, visualize
+    from pipelines import streams
+
+    predictors = {}
+    for name, (label, _) in runs.items():
+        network, _ = train_lib.load_network(os.path.join(run_dir, name), "last")
+        predictors[label.split(",")[0]] = evaluation.network_predict_fn(network)
+    examples, titles = [], []
+    for element in streams.eval_dataset(val_data, scheme=scheme).take(count):
+        preds = {}
+        for label, fn in predictors.items():
+            probs = evaluation.predict_probabilities(fn, element["image"],
+                                                     element["human_region"])
+            preds[label] = probs[0].numpy().argmax(-1)
+        examples.append((element["image"][0].numpy(), element["labels"][0].numpy(), preds))
+        titles.append(element["id"][0].numpy().decode())
+    visualize.compare_overlay_grid(examples, scheme.class_names, path, titles=titles)
+
+
+def _write_results(path, rows, scheme, flags_, seconds, overlay_path):
+    from coseg_tf import evaluation
+
+    lines = ["# Demo results (synthetic data, small CPU setting)", "",
+             f"Scheme `{scheme.name}`; mean IoU over the parts, background and 'other' "
+             "left out (the paper's Table 2 layout). Final checkpoints, no selection on "
+             "validation.", "",
+             evaluation.markdown_table(rows, scheme),
+             "", f"![(a), (b), (c) side by side]({os.path.basename(overlay_path)})", "",
+             f"Data: {flags_.num_images} synthetic images of {flags_.image_size} px, "
+             f"seed {flags_.data_seed}. Recipe: `recipes/cpu_small.flags`. "
+             f"Total time {seconds / 60:.1f} min.", ""]
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+
+
+if __name__ == "__main__":
+    define_flags()
+    sys.exit(app.run(main))
