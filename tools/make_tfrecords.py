@@ -395,9 +395,13 @@ def convert(*, pascal_part_dir, images_dir, output_dir, split_name="train",
     _publish(gfile, out_dir, split, tmps, finals, manifest)
 
     counts = manifest["counts"]
-    logging.info("wrote %d examples in %d shards to %s; skipped %d (no person: %d, "
-                 "bad input: %d)", counts["written"], num_shards, out_dir, counts["skipped"],
-                 counts["skipped_no_person"], counts["skipped_bad_input"])
+    summary = (f"wrote {counts['written']} examples in {num_shards} shards to {out_dir}; "
+               f"skipped {counts['skipped']} (no person: {counts['skipped_no_person']}, "
+               f"bad input: {counts['skipped_bad_input']})")
+    if progress:  # the tool's own last line, beside its progress bar
+        print(summary, file=sys.stderr, flush=True)
+    else:
+        logging.info(summary)
     return manifest
 
 
