@@ -9,7 +9,9 @@ A run directory holds (all written through `tf.io.gfile`, so `gs://` works too):
       config.json          the resolved configuration (repeat a run from it)
       labeled_ids.txt      the labeled images, one id a line
       model.json           what eval/export need to rebuild the network
-      checkpoints/last.weights.h5, checkpoints/best.weights.h5 (by validation loss)
+      checkpoints/last.weights.h5, checkpoints/best.weights.h5 (by validation loss),
+        and with keep_checkpoints checkpoints/epoch-NNNN.weights.h5 at every interval
+        (epoch N ends at step N * checkpoint_every)
       backup/              Keras BackupAndRestore state: a restarted run resumes here
       history.csv          one row per checkpoint interval (loss terms, mining precision)
       logs/                TensorBoard
@@ -66,6 +68,7 @@ class TrainConfig:
     poly_power: float = 0.9
     steps: int = 6000
     checkpoint_every: int = 100
+    keep_checkpoints: bool = False
     val_steps: int = 20
     strategy: str = "mirrored"
     num_cpu_devices: int = 0
@@ -241,6 +244,9 @@ def run_training(config: TrainConfig):
                                          double_checkpoint=True, delete_checkpoint=False),
         keras.callbacks.ModelCheckpoint(os.path.join(ckpt_dir, "last.weights.h5"),
                                         save_weights_only=True),
+        *([keras.callbacks.ModelCheckpoint(
+            os.path.join(ckpt_dir, "epoch-{epoch:04d}.weights.h5"), save_weights_only=True)]
+          if config.keep_checkpoints else []),
         keras.callbacks.ModelCheckpoint(os.path.join(ckpt_dir, "best.weights.h5"),
                                         save_weights_only=True, save_best_only=True,
                                         monitor=monitor, mode="min"),

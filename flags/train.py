@@ -79,6 +79,9 @@ def define_run_flags():
                         "checkpoints, logs. A restarted run resumes from it.")
     flags.DEFINE_integer("checkpoint_every", 100,
                          "Steps between checkpoints (also the Keras 'epoch' length).")
+    flags.DEFINE_boolean("keep_checkpoints", False,
+                         "Also keep checkpoints/epoch-NNNN.weights.h5 of every interval "
+                         "(to evaluate the last few, as the experiments do).")
     flags.DEFINE_integer("val_steps", 20, "Validation batches at each checkpoint.")
     flags.DEFINE_enum("strategy", "mirrored", ["default", "mirrored", "multi_worker"],
                       "Distribution strategy (multi_worker reads TF_CONFIG).")

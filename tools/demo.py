@@ -18,9 +18,7 @@ redone), so an interrupted demo continues where it stopped.
 
 from __future__ import annotations
 
-import json
 import os
-import shlex
 import sys
 import time
 
@@ -28,8 +26,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
+from tools import experiments  # noqa: E402
+
 FLAGS = flags.FLAGS
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def define_flags():
@@ -42,52 +41,7 @@ def define_flags():
     flags.DEFINE_integer("num_labeled", 10, "Labeled images of (a) and (b).")
     flags.DEFINE_integer("overlays", 6, "Validation images drawn side by side.")
     flags.DEFINE_integer("max_eval_images", 0, "Evaluate the first N val images (0 = all).")
-
-
-def read_flagfile(path):
-    """{name: value string} of a recipe file (`--name=value` lines, # comments)."""
-    values = {}
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            name, _, value = line.lstrip("-").partition("=")
-            values[name] = value
-    return values
-
-
-def _log(msg):
-    print(f"[demo {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def prepare_data(data_dir, *, num_images, image_size, seed):
-    """Synthetic source data and its TFRecords; returns the train and val patterns."""
-    from tools import make_synthetic, make_tfrecords
-
-    src = os.path.join(data_dir, "source")
-    tfr = os.path.join(data_dir, "tfrecords")
-    settings = {"num_images": num_images, "image_size": image_size, "seed": seed,
-                "difficulty": make_synthetic.DEFAULT_DIFFICULTY}
-    stamp = os.path.join(data_dir, "demo_data.json")
-    if os.path.exists(stamp) and json.load(open(stamp)) == settings:
-        _log(f"data: {data_dir} is up to date")
-    else:
-        _log(f"data: generating {num_images} synthetic images ({image_size} px) in {src}")
-        make_synthetic.generate(output_dir=src, num_images=num_images,
-                                image_size=image_size, seed=seed,
-                                difficulty=settings["difficulty"], val_fraction=0.3)
-        for split in ("train", "val"):
-            _log(f"data: converting {split} to TFRecords in {tfr}")
-            make_tfrecords.convert(
-                pascal_part_dir=os.path.join(src, "Annotations_Part"),
-                images_dir=os.path.join(src, "JPEGImages"),
-                voc_annotations_dir=os.path.join(src, "Annotations"),
-                split_list=os.path.join(src, "ImageSets", f"{split}.txt"),
-                split_name=split, output_dir=tfr, num_shards=2, on_error="fail")
-        with open(stamp, "w") as f:
-            json.dump(settings, f)
-    return os.path.join(tfr, "train-*.tfrecord"), os.path.join(tfr, "val-*.tfrecord")
+    flags.DEFINE_string("recipe", "recipes/cpu_small.flags", "Training recipe (flag file).")
 
 
 def runs_of(num_labeled, num_train):
@@ -102,51 +56,11 @@ def runs_of(num_labeled, num_train):
     }
 
 
-def train_run(model_dir, recipe, overrides, train_data, val_data, steps):
-    from coseg_tf import train_lib
-
-    if os.path.exists(os.path.join(model_dir, "DONE")):
-        _log(f"train: {model_dir} is finished already")
-        return
-    fields = train_lib.TrainConfig.__dataclass_fields__
-    values = {}
-    for name, text in recipe.items():
-        if name not in fields:
-            raise ValueError(f"recipe flag --{name} is not a training flag")
-        values[name] = _convert(fields[name], text)
-    values.update(overrides)
-    if steps:
-        values["steps"] = steps
-    config = train_lib.TrainConfig(train_data=train_data, val_data=val_data,
-                                   model_dir=model_dir, **values)
-    cmd = ["python", "train.py", "--flagfile=recipes/cpu_small.flags",
-           f"--train_data={train_data}", f"--val_data={val_data}",
-           f"--model_dir={model_dir}"] + [f"--{k}={v}" for k, v in overrides.items()]
-    if steps:
-        cmd.append(f"--steps={steps}")
-    _log("train: " + " ".join(shlex.quote(c) for c in cmd))
-    start = time.time()
-    train_lib.run_training(config)
-    _log(f"train: {model_dir} done in {time.time() - start:.0f} s")
-
-
-def _convert(field, text):
-    kind = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", "")
-    if "bool" in kind:
-        return text.lower() in ("1", "true", "")
-    if "int" in kind:
-        return int(text)
-    if "float" in kind:
-        return float(text)
-    return text
-
-
 def main(argv):
     del argv
-    os.chdir(REPO)
     start = time.time()
-    recipe = read_flagfile(os.path.join(REPO, "recipes", "cpu_small.flags"))
-    train_data, val_data = prepare_data(FLAGS.data_dir, num_images=FLAGS.num_images,
+    recipe = experiments.read_flagfile(experiments.find_recipe(FLAGS.recipe))
+    train_data, val_data = experiments.prepare_data(FLAGS.data_dir, num_images=FLAGS.num_images,
                                         image_size=FLAGS.image_size, seed=FLAGS.data_seed)
     from coseg_tf import evaluation
     from pipelines import schema, streams
@@ -154,14 +68,14 @@ def main(argv):
     num_train = len(streams.read_ids(train_data))
     runs = runs_of(FLAGS.num_labeled, num_train)
     for name, (_, overrides) in runs.items():
-        train_run(os.path.join(FLAGS.run_dir, name), recipe, overrides, train_data,
-                  val_data, FLAGS.steps)
+        experiments.train_run(os.path.join(FLAGS.run_dir, name), recipe, overrides,
+                              train_data, val_data, FLAGS.steps, recipe_path=FLAGS.recipe)
 
     scheme = schema.get_scheme(recipe.get("parts", "all4"))
     results = {}
     for name, (label, _) in runs.items():
         model_dir = os.path.join(FLAGS.run_dir, name)
-        _log(f"eval: {model_dir} on {val_data}")
+        experiments.log(f"eval: {model_dir} on {val_data}")
         results[name] = evaluation.evaluate(evaluation.EvalConfig(
             eval_data=val_data, model_dir=model_dir, checkpoint="last",
             output_dir=os.path.join(model_dir, "eval_val"),
@@ -177,11 +91,11 @@ def main(argv):
     _compare_overlays(FLAGS.run_dir, runs, val_data, scheme, overlay_path, FLAGS.overlays)
     results_md = os.path.join(FLAGS.run_dir, "RESULTS.md")
     _write_results(results_md, rows, scheme, FLAGS, time.time() - start, overlay_path)
-    _log(f"results: {results_md}")
-    _log(f"overlays: {overlay_path}")
+    experiments.log(f"results: {results_md}")
+    experiments.log(f"overlays: {overlay_path}")
     for name in runs:
-        _log(f"metrics: {os.path.join(FLAGS.run_dir, name, 'eval_val', 'metrics.json')}")
-    _log(f"total time {time.time() - start:.0f} s")
+        experiments.log(f"metrics: {os.path.join(FLAGS.run_dir, name, 'eval_val', 'metrics.json')}")
+    experiments.log(f"total time {time.time() - start:.0f} s")
     return 0
 
 
@@ -218,7 +132,7 @@ def _write_results(path, rows, scheme, flags_, seconds, overlay_path):
              evaluation.markdown_table(rows, scheme),
              "", f"![(a), (b), (c) side by side]({os.path.basename(overlay_path)})", "",
              f"Data: {flags_.num_images} synthetic images of {flags_.image_size} px, "
-             f"seed {flags_.data_seed}. Recipe: `recipes/cpu_small.flags`. "
+             f"seed {flags_.data_seed}. Recipe: `{flags_.recipe}`. "
              f"Total time {seconds / 60:.1f} min.", ""]
     with open(path, "w") as f:
         f.write("\n".join(lines))

@@ -1,0 +1,84 @@
+"""The demo's and the sweep's script paths end to end on a few tiny images."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
+
+TINY_RECIPE = """\
+# tiny: the cpu_small recipe at test size
+--parts=all4
+--width_multiplier=0.0625
+--init=random
+--crop_size=65
+--batch_labeled=1
+--batch_unlabeled=3
+--learning_rate=0.01
+--steps=4
+--checkpoint_every=2
+--val_steps=2
+--strategy=default
+--diagnostics
+--verbose=0
+"""
+
+
+@pytest.fixture
+def recipe(tmp_path):
+    path = tmp_path / "tiny.flags"
+    path.write_text(TINY_RECIPE)
+    return str(path)
+
+
+def _run(script, args):
+    return subprocess.run([sys.executable, str(REPO / "tools" / script)] + args,
+                          capture_output=True, text=True, env=ENV, timeout=900)
+
+
+@pytest.mark.slow
+def test_demo_script_path(tmp_path, recipe):
+    data, runs = tmp_path / "data", tmp_path / "runs"
+    args = [f"--data_dir={data}", f"--run_dir={runs}", f"--recipe={recipe}",
+            "--num_images=16", "--image_size=80", "--num_labeled=3", "--overlays=2"]
+    proc = _run("demo.py", args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = (runs / "RESULTS.md").read_text()
+    for label in ("(a) supervised, n_f=3", "(b) coseg, n_f=3", "(c) supervised"):
+        assert label in results
+    assert "| head | body | hand | leg | mean |" in results
+    for name in ("a_supervised", "b_coseg", "c_supervised_all"):
+        metrics = json.loads((runs / name / "eval_val" / "metrics.json").read_text())
+        assert set(metrics["iou"]) >= {"head", "body", "hand", "leg"}
+    assert (runs / "overlays.png").stat().st_size > 1000
+    # Restarted, it redoes no training.
+    again = _run("demo.py", args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("is finished already") == 3
+
+
+@pytest.mark.slow
+def test_sweep_aggregates_over_seeds(tmp_path, recipe):
+    data, runs = tmp_path / "data", tmp_path / "runs"
+    args = [f"--data_dir={data}", f"--run_dir={runs}", f"--recipe={recipe}",
+            "--num_images=16", "--image_size=80", "--num_labeled=2", "--seeds=0,1",
+            "--methods=supervised,coseg"]
+    proc = _run("sweep.py", args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweep = json.loads((runs / "sweep.json").read_text())
+    assert len(sweep["runs"]) == 2 * 2 + 1
+    rows = {(r["method"], r["num_labeled"]): r for r in sweep["rows"]}
+    assert set(rows) == {("supervised", 2), ("coseg", 2), ("supervised_all", None)}
+    assert rows[("coseg", 2)]["seeds"] == [0, 1]
+    # Two checkpoints of 2 steps: the final and the last-k views are both there.
+    evals = sweep["runs"]["coseg_nf2_seed0"]["eval"]
+    assert set(evals) == {"last", "epoch-0001", "epoch-0002"}
+    assert "mining" in rows[("coseg", 2)]
+    table = (runs / "SWEEP.md").read_text()
+    assert "| Method | n_f | seeds | head | body | hand | leg | mean | mean (last 3) |" in table
+    assert (runs / "figure4.png").stat().st_size > 1000
