@@ -20,14 +20,22 @@ elements from `decode.decode_example`, `merge` and `augment`:
 Batch sizes are GLOBAL (per-replica size x number of replicas): the caller multiplies,
 and `strategy.experimental_distribute_dataset` splits each batch across replicas.
 
-Randomness. The shuffle has a seed, and every element's augmentation seed is derived
-from (seed, stream, element index after repeat) with stateless ops, so a stream is the
-same for the same seed, run after run, whatever the map's parallelism.
+Randomness. A stream is a function of its arguments alone: the same for the same seed,
+run after run, whatever the map's parallelism, the global seed (`tf.random.set_seed`,
+`keras.utils.set_random_seed`) or what ran before in the process. Epoch e (one pass
+over the records) is ordered by seeds derived from (seed, stream, e) with stateless
+ops, so each epoch is ordered differently; every element's augmentation seeds are
+derived from (seed, stream, element index across epochs). `Dataset.shuffle(seed=...)`
+is not used: it mixes the global seed (or a default when none is set) into its seed
+(`tf.data` `random_seed.get_seed`), so its order changed with the global state;
+`_shuffle` runs the same shuffle kernel with explicit seeds.
 
 Decoding cost. Records are shuffled serialized (a JPEG is ~10x smaller than its pixels)
 and decoded in the parallel map. With `cache=True` the labeled stream decodes its few
 images once and caches the decoded, unaugmented examples in memory (then shuffles
 decoded examples); use it when the labeled set is small and decoding shows in a profile.
+The labeled stream reads the files in a fixed order, so that the cached and the
+uncached stream shuffle the same sequence with the same seeds and are equal.
 The unlabeled stream (every training image) is never cached.
 
 The labeled subset is chosen at training time (DESIGN.md §1): `read_ids` lists the ids
@@ -255,13 +263,75 @@ def _check_augment_args(*, batch_size_name, batch_size, crop_size, min_scale, ma
     merge.check_human_region_mode(human_region_mode)
 
 
-def _records(files: list, seed) -> tf.data.Dataset:
-    """Serialized records of `files`, the file order shuffled by `seed` (None: kept)."""
-    ds = tf.data.Dataset.from_tensor_slices(files)
-    if seed is not None and len(files) > 1:
-        ds = ds.shuffle(len(files), seed=seed)
-    return ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
-                         num_parallel_calls=AUTOTUNE, deterministic=True)
+def _records(files: list, order_seed=None) -> tf.data.Dataset:
+    """Serialized records of `files`, the files in their order or permuted.
+
+    `order_seed`: None keeps the order; a stateless int64 [2] seed picks a permutation.
+    """
+    names = tf.constant(files)
+    if order_seed is not None:
+        names = tf.gather(names, tf.argsort(tf.random.stateless_uniform([len(files)],
+                                                                        order_seed)))
+    return tf.data.Dataset.from_tensor_slices(names).interleave(
+        tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
+        num_parallel_calls=AUTOTUNE, deterministic=True)
+
+
+def _epoch_seeds(epoch, seed: int, stream: int):
+    """int64 [2, 2]: stateless seeds (file order, record order) of the epoch `epoch`.
+
+    The base [seed, -stream] differs from the augmentation base [seed, stream].
+    """
+    base = tf.constant([seed, -stream], tf.int64)
+    key = tf.random.experimental.stateless_fold_in(base, tf.cast(epoch, tf.int64))
+    return tf.random.experimental.stateless_split(key, 2)
+
+
+def _shuffle(ds: tf.data.Dataset, buffer_size, seed) -> tf.data.Dataset:
+    """`ds.shuffle(buffer_size)` in an order that depends on `seed` (int64 [2]) alone.
+
+    `Dataset.shuffle(seed=s)` runs the kernel with seeds (global seed, s), the global
+    seed being `tf.random.set_seed`'s or, when none is set, a default: its order changes
+    with global state. This builds the same kernel (ShuffleDatasetV3, as
+    `Dataset.shuffle` does) with both seeds given and no reshuffle: every iteration of
+    the result has the same order; a new order needs a new seed.
+    """
+    flat = tf.nest.flatten(ds.element_spec)
+    if not all(isinstance(s, tf.TensorSpec) for s in flat):
+        raise TypeError(f"_shuffle takes datasets of dense tensors, got {ds.element_spec}")
+    seed = tf.cast(seed, tf.int64)
+    seed1, seed2 = seed[0], seed[1]
+    # Seeds (0, 0) would ask the kernel for a nondeterministic seed (as get_seed avoids).
+    seed2 = tf.where(tf.logical_and(tf.equal(seed1, 0), tf.equal(seed2, 0)),
+                     tf.constant(2**31 - 1, tf.int64), seed2)
+    variant = tf.raw_ops.ShuffleDatasetV3(
+        input_dataset=tf.data.experimental.to_variant(ds),
+        buffer_size=tf.cast(buffer_size, tf.int64), seed=seed1, seed2=seed2,
+        seed_generator=tf.raw_ops.DummySeedGenerator(),
+        output_types=[s.dtype for s in flat], output_shapes=[s.shape for s in flat],
+        reshuffle_each_iteration=False)
+    return tf.data.experimental.from_variant(variant, ds.element_spec)
+
+
+def _epochs(probe: tf.data.Dataset) -> tf.data.Dataset:
+    """int64 epoch numbers 0, 1, 2, ... when `probe` has an element, none when it is empty.
+
+    `epochs.flat_map(one_epoch)` is the repeat of the streams. Over a bare range it would
+    search forever when every epoch is empty; the probe ends the stream then, as
+    `Dataset.repeat` does. The probe is read once, up to its first element.
+    """
+    first = probe.take(1).map(lambda *_: tf.constant(0, tf.int64)).cache()
+    return first.repeat().enumerate().map(lambda epoch, _: epoch)
+
+
+def _repeated(probe: tf.data.Dataset, one_epoch) -> tf.data.Dataset:
+    """The epochs `one_epoch(0)`, `one_epoch(1)`, ... in a row, forever.
+
+    Infinite cardinality, as `Dataset.repeat()` gives; a stream with no element (the
+    probe is empty) fails when read instead of ending silently.
+    """
+    ds = _epochs(probe).flat_map(one_epoch)
+    return ds.apply(tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY))
 
 
 def _element_seeds(index, seed: int, stream: int):
@@ -340,14 +410,22 @@ def labeled_dataset(file_pattern, *, ids, scheme, batch_size, crop_size, min_sca
                            max_scale=max_scale, crop_size=crop_size)
         return {k: example[k] for k in ("image", "human_region", "labels", "id")}
 
-    ds = _records(files, seed).filter(is_labeled)
+    # The files in a fixed order: the cache holds one pass, and the uncached stream must
+    # shuffle the same sequence to equal it.
+    records = _records(files).filter(is_labeled)
+    pool = records
     if cache:
-        ds = ds.map(decode.decode_example, num_parallel_calls=AUTOTUNE).cache()
-    # Fixed order: shuffle -> repeat -> map (decode when not cached, targets, augment)
-    # -> batch (drop_remainder: static batch size for training) -> prefetch.
-    ds = ds.shuffle(shuffle_buffer or len(ids), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.repeat()
-    ds = ds.enumerate()  # element index after repeat -> its augmentation seeds
+        pool = records.map(decode.decode_example, num_parallel_calls=AUTOTUNE).cache()
+    buffer_size = shuffle_buffer or len(ids)
+
+    def one_epoch(epoch):
+        return _shuffle(pool, buffer_size, _epoch_seeds(epoch, seed, _LABELED_STREAM)[1])
+
+    # Fixed order: shuffle (each epoch by its own seed) -> repeat (`_repeated`) ->
+    # map (decode when not cached, targets, augment) -> batch (drop_remainder: static
+    # batch size for training) -> prefetch.
+    ds = _repeated(records, one_epoch)
+    ds = ds.enumerate()  # element index across epochs -> its augmentation seeds
     ds = ds.map(element, num_parallel_calls=AUTOTUNE)
     ds = ds.batch(batch_size, drop_remainder=True)
     return ds.prefetch(AUTOTUNE)
@@ -405,12 +483,16 @@ def unlabeled_dataset(file_pattern, *, batch_size, crop_size, min_scale=0.5, max
                        crop_size=crop_size)
         return {k: out[k] for k in keys}
 
-    ds = _records(files, seed)
-    # Fixed order: shuffle -> repeat -> map (decode, region, augment) -> batch
+    def one_epoch(epoch):
+        file_seed, record_seed = tf.unstack(_epoch_seeds(epoch, seed, _UNLABELED_STREAM))
+        records = _records(files, order_seed=file_seed)
+        return _shuffle(records, shuffle_buffer, record_seed)
+
+    # Fixed order: shuffle (file order and records, each epoch by its own seeds) ->
+    # repeat (`_repeated`) -> map (decode, region, augment) -> batch
     # (drop_remainder: static batch size for training) -> prefetch.
-    ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.repeat()
-    ds = ds.enumerate()  # element index after repeat -> its augmentation seeds
+    ds = _repeated(tf.data.TFRecordDataset(files), one_epoch)
+    ds = ds.enumerate()  # element index across epochs -> its augmentation seeds
     ds = ds.map(element, num_parallel_calls=AUTOTUNE)
     ds = ds.batch(batch_size, drop_remainder=True)
     return ds.prefetch(AUTOTUNE)

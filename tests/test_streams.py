@@ -1,7 +1,9 @@
 """Tests of pipelines/streams.py: files and ids, the labeled subset, every stream."""
 
 import json
+import random
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -189,6 +191,93 @@ def test_labeled_dataset_cached_equals_uncached(split):
                     _first(streams.labeled_dataset(pattern, cache=False, **kw), 3)):
         for key in x:
             np.testing.assert_array_equal(x[key], y[key], err_msg=key)
+
+
+@pytest.fixture
+def global_random_state():
+    """Restores what a test changes of the global random state (the TF seed unset)."""
+    numpy_state, python_state = np.random.get_state(), random.getstate()
+    yield
+    tf.random.set_seed(None)
+    np.random.set_state(numpy_state)
+    random.setstate(python_state)
+
+
+def _every_stream(pattern, ids, steps):
+    """The first `steps` batches of each training stream, for one seed (several epochs)."""
+    kw = dict(crop_size=CROP, seed=11)
+    return {
+        "labeled": _first(streams.labeled_dataset(pattern, ids=ids, scheme="all4",
+                                                  batch_size=2, **kw), steps),
+        "labeled cached": _first(streams.labeled_dataset(pattern, ids=ids, scheme="all4",
+                                                         batch_size=2, cache=True, **kw),
+                                 steps),
+        "unlabeled": _first(streams.unlabeled_dataset(pattern, batch_size=3, **kw), steps),
+        "train": _first(streams.train_dataset(pattern, method="coseg", scheme="all4",
+                                              labeled_ids=ids, batch_labeled=2,
+                                              batch_unlabeled=3, **kw), steps),
+    }
+
+
+def _assert_same_streams(a, b, state):
+    for name in a:
+        for step, (x, y) in enumerate(zip(a[name], b[name])):
+            tf.nest.map_structure(
+                lambda u, v: np.testing.assert_array_equal(
+                    u, v, err_msg=f"{name} stream, batch {step}, {state}"), x, y)
+
+
+def test_streams_do_not_depend_on_global_random_state(split, global_random_state):
+    # A seed's stream must not change with the global seed or with random ops that ran
+    # before (a model build, other tests): runs resume and tests compare streams.
+    pattern, arrays = split
+    ids = sorted(arrays)[1:6]
+    steps = 6  # 12 labeled elements over 5 ids, 18 unlabeled over 8: beyond epoch 2
+    tf.random.set_seed(None)
+    plain = _every_stream(pattern, ids, steps)
+    # The cached stream shuffles the same sequence as the uncached one, every epoch.
+    _assert_same_streams({"labeled": plain["labeled"]}, {"labeled": plain["labeled cached"]},
+                         "cached vs uncached")
+
+    tf.random.set_seed(123)
+    tf.random.uniform([3])
+    list(tf.data.Dataset.range(4).shuffle(4).as_numpy_iterator())
+    _assert_same_streams(plain, _every_stream(pattern, ids, steps),
+                         "after tf.random.set_seed(123) and random ops")
+
+    keras.utils.set_random_seed(7)
+    keras.layers.Dense(3)(tf.zeros([1, 2]))  # draws initial weights, as a model build
+    tf.random.normal([2])
+    _assert_same_streams(plain, _every_stream(pattern, ids, steps),
+                         "after keras.utils.set_random_seed(7) and random ops")
+
+
+def test_every_epoch_is_a_new_permutation(split):
+    pattern, arrays = split
+    ids = sorted(arrays)
+    kw = dict(batch_size=1, crop_size=CROP, seed=4)
+    for ds in (streams.labeled_dataset(pattern, ids=ids, scheme="all4", **kw),
+               streams.labeled_dataset(pattern, ids=ids, scheme="all4", cache=True, **kw),
+               streams.unlabeled_dataset(pattern, **kw)):
+        order = [b["id"][0].decode() for b in _first(ds, 3 * NUM_IMAGES)]
+        epochs = [order[e * NUM_IMAGES:(e + 1) * NUM_IMAGES] for e in range(3)]
+        assert all(sorted(epoch) == ids for epoch in epochs)  # each image once an epoch
+        assert epochs[0] != epochs[1] and epochs[1] != epochs[2] and epochs[0] != epochs[2]
+        # A function of its arguments: reading the same dataset again replays it.
+        assert [b["id"][0].decode() for b in _first(ds, 3 * NUM_IMAGES)] == order
+
+
+def test_empty_stream_fails_instead_of_hanging(split, tmp_path):
+    pattern, _ = split
+    ds = streams.labeled_dataset(pattern, ids=["2099_000001"], scheme="all4", batch_size=1,
+                                 crop_size=CROP, check_ids=False)
+    assert ds.cardinality() == tf.data.INFINITE_CARDINALITY
+    with pytest.raises(tf.errors.FailedPreconditionError, match="infinite"):
+        _first(ds)
+    ph.write_tfrecord(tmp_path / "empty.tfrecord", [])
+    with pytest.raises(tf.errors.FailedPreconditionError, match="infinite"):
+        _first(streams.unlabeled_dataset(str(tmp_path / "empty.tfrecord"), batch_size=1,
+                                         crop_size=CROP))
 
 
 def test_labeled_dataset_refuses_ids_not_in_files(split):
