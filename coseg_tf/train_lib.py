@@ -12,9 +12,18 @@ A run directory holds (all written through `tf.io.gfile`, so `gs://` works too):
       checkpoints/last.weights.h5, checkpoints/best.weights.h5 (by validation loss),
         and with keep_checkpoints checkpoints/epoch-NNNN.weights.h5 at every interval
         (epoch N ends at step N * checkpoint_every)
-      backup/              Keras BackupAndRestore state: a restarted run resumes here
+      backup/              the training state of the last interval (`Backup`): a
+                           restarted run resumes there (training_metadata.json names
+                           the complete state-NNNNNN.weights.h5 it belongs to)
       history.csv          one row per checkpoint interval (loss terms, mining precision)
       logs/                TensorBoard
+
+Weight files are written under a temporary name and renamed when complete, so a run
+killed at any moment leaves no half-written checkpoint under a final name; a backup or
+checkpoint that is corrupt all the same is refused with a message naming the file.
+
+Under `--strategy=multi_worker` only the chief writes the run directory; the other
+workers train in lockstep and write nothing (docs/DISTRIBUTED.md).
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ import os
 from typing import Optional
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from coseg_tf import distribute
@@ -35,6 +45,8 @@ from coseg_tf import weights as weights_lib
 from pipelines import decode, schema, streams
 
 METHODS = trainer_lib.METHODS
+# Labeled sets up to this size are cached decoded (~0.6 MB an image at VOC size).
+CACHE_LABELED_MAX = 500
 
 
 @dataclasses.dataclass
@@ -120,8 +132,10 @@ def validate(config: TrainConfig):
         if pattern is None:
             continue
         try:
-            streams.list_files(pattern)
-            decode.check_schema(pattern)
+            # Every file, not only the first: a shard of another schema among good
+            # ones would otherwise fail mid-run, inside the input pipeline.
+            for path in streams.list_files(pattern):
+                decode.check_schema(path)
         except (ValueError, tf.errors.OpError) as e:
             raise ConfigError(f"--{flag}={pattern}: {e}") from None
     all_ids = streams.read_ids(config.train_data)
@@ -142,14 +156,33 @@ def validate(config: TrainConfig):
 
 
 class StopOnNaN(keras.callbacks.Callback):
-    """Stops training with a clear error at the first NaN/Inf loss, before any save."""
+    """Stops training with a clear error at the first NaN/Inf loss or weight, before any save.
+
+    The loss is checked after every step; the weights at the end of every interval,
+    before the callbacks after this one (backup, checkpoints) write them: a step whose
+    loss was finite can still leave infinite weights. Put it first in the list.
+    """
+
+    _ADVICE = "Lower --learning_rate or check the data."
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
+        if loss is not None and not math.isfinite(float(np.mean(loss))):
+            step = int(self.model.optimizer.iterations.numpy())
             raise FloatingPointError(
-                f"training loss became {loss} at batch {batch}; stopped before writing "
-                "checkpoints. Lower --learning_rate or check the data.")
+                f"training loss became {float(np.mean(loss))} at step {step} (batch "
+                f"{batch} of this interval); stopped before writing checkpoints of it. "
+                + self._ADVICE)
+
+    def on_epoch_end(self, epoch, logs=None):
+        bad = [v.path for v in self.model.trainable_variables
+               if not np.all(np.isfinite(np.asarray(v.numpy())))]
+        if bad:
+            step = int(self.model.optimizer.iterations.numpy())
+            raise FloatingPointError(
+                f"{len(bad)} weight tensor(s) hold NaN/Inf at step {step} (e.g. "
+                f"{', '.join(bad[:3])}); stopped before writing checkpoints of them. "
+                + self._ADVICE)
 
 
 def _write_text(path, text):
@@ -157,6 +190,175 @@ def _write_text(path, text):
     with tf.io.gfile.GFile(tmp, "w") as f:
         f.write(text)
     tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def _save_weights_atomic(model, path):
+    """`model.save_weights(path)` under a temporary name, renamed when complete."""
+    directory, name = os.path.split(path)
+    tmp = os.path.join(directory, f".tmp-{os.getpid()}-{name}")  # still *.weights.h5
+    model.save_weights(tmp, overwrite=True)
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+# === Checkpoints and the backup of a run ===
+
+class SaveWeights(keras.callbacks.Callback):
+    """Writes the weights (network + optimizer) at the end of each interval, atomically.
+
+    Args:
+      path: the `.weights.h5` file; may hold `{epoch}` (1-based), e.g. epoch-{epoch:04d}.
+      monitor: None writes every interval; a log name (e.g. "val_loss") writes only
+        when it is lower than at every earlier interval of this process.
+    """
+
+    def __init__(self, path, monitor=None):
+        super().__init__()
+        self.path = path
+        self.monitor = monitor
+        self.best = math.inf
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.monitor is not None:
+            value = (logs or {}).get(self.monitor)
+            if value is None or not float(np.mean(value)) < self.best:
+                return
+            self.best = float(np.mean(value))
+        _save_weights_atomic(self.model, self.path.format(epoch=epoch + 1))
+
+
+BACKUP_METADATA = "training_metadata.json"
+_KERAS_BACKUP_WEIGHTS = "latest.weights.h5"  # keras.callbacks.BackupAndRestore's name
+
+
+class Backup(keras.callbacks.Callback):
+    """Saves the training state at the end of every interval; a killed run resumes there.
+
+    A state is a complete `state-EEEEEE.weights.h5` (network and optimizer, written
+    under a temporary name and renamed), then `training_metadata.json` naming it
+    ({"epoch", "step", "weights"}), also written and renamed: the metadata is the
+    commit point, so a run killed at any moment leaves it naming a complete file.
+    Older state files are removed once the metadata has moved on.
+    `read_backup` + `restore_backup` are the other half.
+
+    Args:
+      backup_dir: the directory of the state (MODEL_DIR/backup).
+      write: False on the non-chief workers of a cluster: they resume from the
+        chief's backup but never write one.
+    """
+
+    def __init__(self, backup_dir, write=True):
+        super().__init__()
+        self.backup_dir = backup_dir
+        self.write = write
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.write:
+            return
+        gfile = tf.io.gfile
+        gfile.makedirs(self.backup_dir)
+        name = f"state-{epoch + 1:06d}.weights.h5"
+        _save_weights_atomic(self.model, os.path.join(self.backup_dir, name))
+        _write_text(os.path.join(self.backup_dir, BACKUP_METADATA), json.dumps({
+            "epoch": epoch + 1, "step": int(self.model.optimizer.iterations.numpy()),
+            "weights": name}) + "\n")
+        for other in gfile.listdir(self.backup_dir):
+            other = other.rstrip("/")
+            if other != name and ".weights.h5" in other:  # older states, a dead run's tmp
+                try:
+                    gfile.remove(os.path.join(self.backup_dir, other))
+                except tf.errors.OpError:
+                    pass  # another cleaner was first; nothing depends on it
+
+
+def read_backup(backup_dir, steps_per_epoch):
+    """(epoch, weights file) of the run's last backed-up state; (0, None) for a new run.
+
+    Checks the metadata only (`restore_backup` loads the weights). Also reads the
+    state of keras.callbacks.BackupAndRestore (latest.weights.h5), which earlier
+    versions wrote.
+
+    Raises:
+      ConfigError: the metadata is unreadable, half-written or inconsistent, names a
+        missing file, or was written with another interval length (--checkpoint_every).
+    """
+    path = os.path.join(backup_dir, BACKUP_METADATA)
+    if not tf.io.gfile.exists(path):
+        return 0, None
+    fix = f"remove {backup_dir} to start the run afresh"
+    try:
+        with tf.io.gfile.GFile(path) as f:
+            meta = json.load(f)
+        epoch = meta["epoch"]
+        name = meta.get("weights", _KERAS_BACKUP_WEIGHTS)
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise ValueError(f"epoch {epoch!r} is not an integer >= 0")
+        if not isinstance(name, str) or not name.endswith(".weights.h5") or "/" in name:
+            raise ValueError(f"weights {name!r} is not a .weights.h5 file name")
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        # JSONDecodeError and UnicodeDecodeError are ValueErrors.
+        raise ConfigError(f"backup metadata {path} is corrupt or half-written "
+                          f"({type(e).__name__}: {e}); {fix}") from None
+    weights = os.path.join(backup_dir, name)
+    if not tf.io.gfile.exists(weights):
+        raise ConfigError(f"backup metadata {path} names {weights}, which does not exist "
+                          f"(the backup is incomplete); {fix}")
+    step = meta.get("step")
+    if step is not None and step != epoch * steps_per_epoch:
+        raise ConfigError(
+            f"the backup in {backup_dir} is at step {step} after {epoch} intervals, but "
+            f"--checkpoint_every now makes intervals of {steps_per_epoch} steps: restart "
+            f"with the flags of the run (its config.json), or {fix}")
+    return epoch, weights
+
+
+def restore_backup(trainer, backup_dir, epoch, weights, steps_per_epoch):
+    """Loads the backed-up state `weights` into `trainer`; ConfigError if it is broken."""
+    fix = f"remove {backup_dir} to start the run afresh"
+    try:
+        trainer.load_weights(weights)
+    except Exception as e:  # h5py and Keras raise many types for a broken file
+        raise ConfigError(f"backup weights {weights} cannot be read ({type(e).__name__}: "
+                          f"{e}); the file is corrupt or half-written; {fix}") from None
+    step = int(trainer.optimizer.iterations.numpy())
+    if step != epoch * steps_per_epoch:
+        raise ConfigError(
+            f"backup weights {weights} are at step {step}, but the backup metadata says "
+            f"{epoch} intervals of {steps_per_epoch} steps ({epoch * steps_per_epoch}); "
+            f"restart with the flags of the run (its config.json), or {fix}")
+
+
+# === Multi-worker ===
+
+def _as_vectors(logs):
+    # [1] instead of []: see _MultiWorkerTrainer.
+    return {name: tf.reshape(value, [1]) for name, value in logs.items()}
+
+
+class _MultiWorkerTrainer(trainer_lib.CosegTrainer):
+    """`CosegTrainer` with two work-arounds for Keras 3 `fit` under MultiWorkerMirroredStrategy.
+
+    1. Keras reduces each step's logs across workers with
+       `strategy.reduce("MEAN", value, axis=0)`, which fails on scalars ("Invalid
+       reduction dimension 0 for input with 0 dimensions"; tensorflow#72388). The
+       steps return each log as a [1] vector, whose axis-0 mean over all replicas is
+       the same mean over replicas that MirroredStrategy logs: every worker sees the
+       same global loss (so they all stop together on NaN).
+    2. Before training, Keras reduces a whole first batch across workers to build the
+       model symbolically, which fails for nested dict inputs; `build_trainer` builds
+       network and optimizer beforehand, so that build has nothing to do.
+    The variables are the `CosegTrainer`'s: checkpoints load into either class.
+    """
+
+    def train_step(self, data):
+        return _as_vectors(super().train_step(data))
+
+    def test_step(self, data):
+        return _as_vectors(super().test_step(data))
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if not (self.built and self.optimizer is not None and self.optimizer.built):
+            raise RuntimeError("build the trainer and its optimizer before fit() under "
+                               "MultiWorkerMirroredStrategy (build_trainer does)")
 
 
 def build_trainer(config: TrainConfig, scheme, *, steps_per_execution=1):
@@ -167,7 +369,9 @@ def build_trainer(config: TrainConfig, scheme, *, steps_per_execution=1):
         dropout_rate=config.dropout_rate)
     if config.init == "vgg16":
         weights_lib.load_vgg16_weights(network, config.init_weights)
-    trainer = trainer_lib.CosegTrainer(
+    multi_worker = distribute.is_multi_worker(tf.distribute.get_strategy())
+    trainer_class = _MultiWorkerTrainer if multi_worker else trainer_lib.CosegTrainer
+    trainer = trainer_class(
         network, num_classes=scheme.num_classes, method=config.method,
         alpha=config.alpha, beta=config.beta, weight_decay=config.weight_decay,
         fc8_lr_multiplier=config.fc8_lr_multiplier, class_names=scheme.class_names,
@@ -187,43 +391,71 @@ def run_training(config: TrainConfig):
     if config.num_cpu_devices > 1 and not tf.config.list_physical_devices("GPU"):
         # Logical devices must exist before TensorFlow runs its first op.
         distribute.split_cpu(config.num_cpu_devices)
+    # The strategy comes before validation: MultiWorkerMirroredStrategy must be made
+    # before TensorFlow runs any op (validation reads the TFRecords).
+    try:
+        strategy = distribute.make_strategy(config.strategy,
+                                            num_cpu_devices=config.num_cpu_devices)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     scheme, all_ids, labeled_ids = validate(config)
-    strategy = distribute.make_strategy(config.strategy,
-                                        num_cpu_devices=config.num_cpu_devices)
     replicas = strategy.num_replicas_in_sync
+    multi_worker = distribute.is_multi_worker(strategy)
+    # Only the chief writes the run directory (one worker unless multi_worker).
+    chief = distribute.is_chief(strategy)
 
-    gfile = tf.io.gfile
-    gfile.makedirs(config.model_dir)
-    ckpt_dir = os.path.join(config.model_dir, "checkpoints")
-    gfile.makedirs(ckpt_dir)
-    _write_text(os.path.join(config.model_dir, "config.json"),
-                json.dumps(dataclasses.asdict(config), indent=2, sort_keys=True) + "\n")
-    _write_text(os.path.join(config.model_dir, "labeled_ids.txt"),
-                "".join(i + "\n" for i in labeled_ids))
-    _write_text(os.path.join(config.model_dir, "model.json"), json.dumps({
-        "architecture": "deeplab_largefov", "parts": scheme.name,
-        "class_names": list(scheme.class_names), "num_classes": scheme.num_classes,
-        "width_multiplier": config.width_multiplier, "human_region": config.human_region,
-    }, indent=2) + "\n")
-
-    # Keras "epochs" are checkpoint intervals; BackupAndRestore resumes at the last one.
+    # Keras "epochs" are checkpoint intervals; a restarted run resumes at the last one.
     steps_per_epoch = min(config.checkpoint_every, config.steps)
     epochs = math.ceil(config.steps / steps_per_epoch)
     backup_dir = os.path.join(config.model_dir, "backup")
-    initial_step = _backup_step(backup_dir, steps_per_epoch)
+    initial_epoch, backup_weights = read_backup(backup_dir, steps_per_epoch)
+    initial_step = initial_epoch * steps_per_epoch
 
-    # Global batches: each replica receives batch_labeled + batch_unlabeled images.
-    train_ds = streams.train_dataset(
-        config.train_data, method=config.method, scheme=scheme, labeled_ids=labeled_ids,
-        batch_labeled=config.batch_labeled * replicas,
-        batch_unlabeled=config.batch_unlabeled * replicas, crop_size=config.crop_size,
-        min_scale=config.min_scale, max_scale=config.max_scale,
-        human_region_mode=config.human_region, diagnostics=config.diagnostics,
-        # A resumed run continues with fresh random draws rather than replaying the
-        # first steps' data.
-        seed=config.seed + initial_step)
-    # Image ids are strings: they stay on the host (a GPU replica cannot hold them).
-    train_ds = train_ds.map(lambda d: {k: _without_ids(v) for k, v in d.items()})
+    gfile = tf.io.gfile
+    ckpt_dir = os.path.join(config.model_dir, "checkpoints")
+    if chief:
+        gfile.makedirs(ckpt_dir)
+        _write_text(os.path.join(config.model_dir, "config.json"),
+                    json.dumps(dataclasses.asdict(config), indent=2, sort_keys=True) + "\n")
+        _write_text(os.path.join(config.model_dir, "labeled_ids.txt"),
+                    "".join(i + "\n" for i in labeled_ids))
+        _write_text(os.path.join(config.model_dir, "model.json"), json.dumps({
+            "architecture": "deeplab_largefov", "parts": scheme.name,
+            "class_names": list(scheme.class_names), "num_classes": scheme.num_classes,
+            "width_multiplier": config.width_multiplier,
+            "human_region": config.human_region,
+        }, indent=2) + "\n")
+
+    def make_train_ds(batch_labeled, batch_unlabeled, seed):
+        ds = streams.train_dataset(
+            config.train_data, method=config.method, scheme=scheme,
+            labeled_ids=labeled_ids, batch_labeled=batch_labeled,
+            batch_unlabeled=batch_unlabeled, crop_size=config.crop_size,
+            min_scale=config.min_scale, max_scale=config.max_scale,
+            human_region_mode=config.human_region, diagnostics=config.diagnostics,
+        # A small labeled set is decoded once and kept in memory; otherwise every
+        # epoch of the labeled stream re-reads the whole training set to find it.
+        cache_labeled=len(labeled_ids) <= CACHE_LABELED_MAX,
+            seed=seed)
+        # Image ids are strings: they stay on the host (a GPU replica cannot hold them).
+        return ds.map(lambda d: {k: _without_ids(v) for k, v in d.items()})
+
+    # A resumed run continues with fresh random draws rather than replaying the first
+    # steps' data.
+    seed = config.seed + initial_step
+    if multi_worker:
+        # Each worker builds its own stream of per-replica batches over ALL training
+        # files, with its own seed: no worker reads another's share of the data, and
+        # each one sees the whole (small) labeled pool. Same global batch per step:
+        # batch_labeled + batch_unlabeled per replica, on every replica of the cluster.
+        def worker_ds(context):
+            return make_train_ds(config.batch_labeled, config.batch_unlabeled,
+                                 seed + 1_000_003 * context.input_pipeline_id)
+        train_ds = strategy.distribute_datasets_from_function(worker_ds)
+    else:
+        # Global batches, split across the replicas by Keras.
+        train_ds = make_train_ds(config.batch_labeled * replicas,
+                                 config.batch_unlabeled * replicas, seed)
     val_ds = None
     if config.val_data:
         val_ids = streams.read_ids(config.val_data)
@@ -233,34 +465,44 @@ def run_training(config: TrainConfig):
             min_scale=1.0, max_scale=1.0, flip=False,
             human_region_mode=config.human_region, seed=config.seed, shuffle_buffer=64)
         val_ds = val_ds.map(lambda d: {"labeled": _without_ids(d)})
+        if multi_worker:
+            # Every worker reads every validation file and keeps its slice of each
+            # global batch (sharding by file could leave a worker with no record).
+            options = tf.data.Options()
+            options.experimental_distribute.auto_shard_policy = (
+                tf.data.experimental.AutoShardPolicy.DATA)
+            val_ds = val_ds.with_options(options)
 
     with strategy.scope():
         trainer = build_trainer(config, scheme)
+        if backup_weights is not None:
+            restore_backup(trainer, backup_dir, initial_epoch, backup_weights,
+                           steps_per_epoch)
 
     monitor = "val_loss" if val_ds is not None else "loss"
     callbacks = [
-        StopOnNaN(),
-        keras.callbacks.BackupAndRestore(backup_dir, save_freq="epoch",
-                                         double_checkpoint=True, delete_checkpoint=False),
-        keras.callbacks.ModelCheckpoint(os.path.join(ckpt_dir, "last.weights.h5"),
-                                        save_weights_only=True),
-        *([keras.callbacks.ModelCheckpoint(
-            os.path.join(ckpt_dir, "epoch-{epoch:04d}.weights.h5"), save_weights_only=True)]
-          if config.keep_checkpoints else []),
-        keras.callbacks.ModelCheckpoint(os.path.join(ckpt_dir, "best.weights.h5"),
-                                        save_weights_only=True, save_best_only=True,
-                                        monitor=monitor, mode="min"),
-        keras.callbacks.CSVLogger(os.path.join(config.model_dir, "history.csv"),
-                                  append=True),
-        keras.callbacks.TensorBoard(os.path.join(config.model_dir, "logs"),
-                                    update_freq="epoch"),
+        StopOnNaN(),  # first: it checks the weights before anything below saves them
+        Backup(backup_dir, write=chief),
     ]
+    if chief:
+        callbacks += [
+            SaveWeights(os.path.join(ckpt_dir, "last.weights.h5")),
+            *([SaveWeights(os.path.join(ckpt_dir, "epoch-{epoch:04d}.weights.h5"))]
+              if config.keep_checkpoints else []),
+            SaveWeights(os.path.join(ckpt_dir, "best.weights.h5"), monitor=monitor),
+            keras.callbacks.CSVLogger(os.path.join(config.model_dir, "history.csv"),
+                                      append=True),
+            keras.callbacks.TensorBoard(os.path.join(config.model_dir, "logs"),
+                                        update_freq="epoch"),
+        ]
     history = trainer.fit(
         train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch,
+        initial_epoch=initial_epoch,
         validation_data=val_ds, validation_steps=config.val_steps if val_ds else None,
         callbacks=callbacks, verbose=config.verbose)
-    _write_text(os.path.join(config.model_dir, "DONE"),
-                f"steps {int(trainer.optimizer.iterations.numpy())}\n")
+    if chief:
+        _write_text(os.path.join(config.model_dir, "DONE"),
+                    f"steps {int(trainer.optimizer.iterations.numpy())}\n")
     return history
 
 
@@ -268,26 +510,20 @@ def _without_ids(element):
     return {k: v for k, v in element.items() if k != "id"}
 
 
-def _backup_step(backup_dir, steps_per_epoch):
-    """The step a restarted run resumes at (0 for a new run)."""
-    path = os.path.join(backup_dir, "training_metadata.json")
-    if not tf.io.gfile.exists(path):
-        return 0
-    try:
-        with tf.io.gfile.GFile(path) as f:
-            return int(json.load(f)["epoch"]) * steps_per_epoch
-    except (ValueError, KeyError) as e:
-        raise ConfigError(f"{path} is corrupt ({e}); remove {backup_dir} to start "
-                          "the run afresh") from None
-
-
 def read_model_info(model_dir):
     """The `model.json` of a run directory (what eval and export rebuild from)."""
     path = os.path.join(model_dir, "model.json")
     if not tf.io.gfile.exists(path):
         raise ConfigError(f"{path} not found: {model_dir} is not a training run directory")
-    with tf.io.gfile.GFile(path) as f:
-        return json.load(f)
+    try:
+        with tf.io.gfile.GFile(path) as f:
+            info = json.load(f)
+        for key in ("num_classes", "width_multiplier"):
+            info[key]  # noqa: B018 (a KeyError names what is missing)
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"{path} is corrupt ({type(e).__name__}: {e}); it is written by "
+                          "train.py at the start of a run") from None
+    return info
 
 
 def load_network(model_dir, checkpoint="last"):

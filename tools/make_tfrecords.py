@@ -41,16 +41,19 @@ Boxes (pixel i covers [i, i + 1)):
 
 Images without a person are skipped ("no person"). Bad input (a missing, empty, corrupt
 or truncated JPEG; a missing, truncated or malformed .mat; a mask whose size differs
-from the image; an unknown person part name; an id with no files; a broken XML) is
-skipped and listed in the manifest with the message naming the file and the problem
+from the image; an unknown person part name; an id with no files; a broken XML; a file
+name that is not UTF-8; an image of more than --max_pixels pixels, 25 megapixels by
+default, checked from the JPEG header before anything large is read) is skipped and listed in the manifest with the message naming the file and the problem
 (--on_error=skip), or stops the run with exit code 1 and no output files
 (--on_error=fail).
 
 Shards are filled round-robin in id order (the j-th written example goes to shard
 j % num_shards), so the same input gives byte-identical shards whatever --num_workers.
-Shards are written under temporary names (.train-00000-of-00004.tfrecord.tmp-PID) and
-renamed when all are complete; the manifest comes last. Stale temporary files of the
-split (from a killed run) are removed at the start; shards of the split with another
+Shards are written into a temporary directory (.train.tmp-PID/) and renamed into
+place when all are complete; the manifest comes last. A run killed at any moment
+leaves no file with a shard's name that is not complete, and no partial file that a
+glob like DIR/* would match (it matches the directory, which no reader opens as a
+shard). Stale temporary files of the split (from a killed run) are removed at the start; shards of the split with another
 shard count are removed only once the new set is complete. Outputs of other splits are
 never touched. Output goes through `tf.io.gfile`, so --output_dir may be gs://...; the
 inputs are read by worker processes without TensorFlow and must be local.
@@ -148,7 +151,8 @@ def _read_split_list(path: str) -> list:
 
 
 def _resolve_arguments(*, pascal_part_dir, images_dir, output_dir, split_name,
-                       voc_annotations_dir, split_list, num_shards, num_workers, on_error):
+                       voc_annotations_dir, split_list, num_shards, num_workers, on_error,
+                       max_pixels):
     """Checked, normalized arguments and the ids to convert; ArgumentError otherwise."""
     args = {
         "pascal_part_dir": _check_dir("pascal_part_dir", pascal_part_dir),
@@ -167,6 +171,10 @@ def _resolve_arguments(*, pascal_part_dir, images_dir, output_dir, split_name,
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ArgumentError(f"--{flag}: must be an integer >= 1, got {value!r}")
         args[flag] = value
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 0:
+        raise ArgumentError(f"--max_pixels: must be an integer >= 0 (0 = no limit), "
+                            f"got {max_pixels!r}")
+    args["max_pixels"] = max_pixels
     if on_error not in ON_ERROR_CHOICES:
         raise ArgumentError(f"--on_error: must be one of {', '.join(ON_ERROR_CHOICES)}, "
                             f"got {on_error!r}")
@@ -193,15 +201,20 @@ def _split_files(gfile, output_dir: str, split_name: str):
     """(finished shards, temporary files) of `split_name` in output_dir, by file name."""
     split = re.escape(split_name)
     shard_re = re.compile(rf"^{split}-\d{{5,}}-of-\d{{5,}}\.tfrecord$")
+    # Temporary directories of a run (.SPLIT.tmp-PID), and the temporary files that
+    # earlier versions wrote beside the shards.
     tmp_re = re.compile(rf"^\.(?:{split}-\d{{5,}}-of-\d{{5,}}\.tfrecord|"
-                        rf"{split}\.manifest\.json)\.tmp-\d+$")
+                        rf"{split}\.manifest\.json|{split})\.tmp-\d+$")
     names = [n.rstrip("/") for n in gfile.listdir(output_dir)]
     return ([n for n in names if shard_re.match(n)], [n for n in names if tmp_re.match(n)])
 
 
 def _remove_quietly(gfile, path: str) -> None:
     try:
-        gfile.remove(path)
+        if gfile.isdir(path):
+            gfile.rmtree(path)
+        else:
+            gfile.remove(path)
     except Exception as e:  # cleanup must not hide the error that caused it
         logging.warning("could not remove %s: %s", path, e)
 
@@ -289,7 +302,8 @@ def _outcomes(ids, num_workers: int, **dirs):
 
 def convert(*, pascal_part_dir, images_dir, output_dir, split_name="train",
             voc_annotations_dir=None, split_list=None, num_shards=1, num_workers=1,
-            on_error="skip", progress=True) -> dict:
+            on_error="skip", progress=True,
+            max_pixels=pascal_part.DEFAULT_MAX_PIXELS) -> dict:
     """Converts one split to `output_dir/SPLIT-%05d-of-%05d.tfrecord` + SPLIT.manifest.json.
 
     Args:
@@ -305,6 +319,8 @@ def convert(*, pascal_part_dir, images_dir, output_dir, split_name="train",
       on_error: "skip" records bad input in the manifest and goes on; "fail" raises
         BadInputError and leaves no output file of this run.
       progress: show a progress bar on stderr.
+      max_pixels: images with more pixels are bad input (0 = no limit); checked from
+        the JPEG header, before the image or its masks are read.
 
     Returns:
       The manifest (the dict written to SPLIT.manifest.json).
@@ -317,7 +333,7 @@ def convert(*, pascal_part_dir, images_dir, output_dir, split_name="train",
                      output_dir=output_dir, split_name=split_name,
                      voc_annotations_dir=voc_annotations_dir, split_list=split_list,
                      num_shards=num_shards, num_workers=num_workers, on_error=on_error,
-                     progress=progress)
+                     progress=progress, max_pixels=max_pixels)
     arguments = {k: (os.fspath(v) if isinstance(v, os.PathLike) else v)
                  for k, v in arguments.items()}
     args, ids = _resolve_arguments(**{k: v for k, v in arguments.items() if k != "progress"})
@@ -333,13 +349,14 @@ def convert(*, pascal_part_dir, images_dir, output_dir, split_name="train",
     split = args["split_name"]
     _, stale = _split_files(gfile, out_dir, split)
     for name in stale:
-        logging.warning("removing stale temporary file %s of an interrupted run",
+        logging.warning("removing stale temporary output %s of an interrupted run",
                         os.path.join(out_dir, name))
         _remove_quietly(gfile, os.path.join(out_dir, name))
 
     num_shards = args["num_shards"]
     finals = [shard_name(split, i, num_shards) for i in range(num_shards)]
-    tmps = [os.path.join(out_dir, f".{name}.tmp-{os.getpid()}") for name in finals]
+    tmp_dir = os.path.join(out_dir, f".{split}.tmp-{os.getpid()}")
+    tmps = [os.path.join(tmp_dir, name) for name in finals]
     shard_ids = [[] for _ in range(num_shards)]  # manifest entries, per shard
     skipped = []
     done = written = 0
@@ -347,10 +364,12 @@ def convert(*, pascal_part_dir, images_dir, output_dir, split_name="train",
     writers = []
     completed = False
     try:
+        gfile.makedirs(tmp_dir)
         writers = [tf.io.TFRecordWriter(path) for path in tmps]
         with _outcomes(ids, args["num_workers"], pascal_part_dir=args["pascal_part_dir"],
                        images_dir=args["images_dir"],
-                       voc_annotations_dir=args["voc_annotations_dir"]) as outcomes:
+                       voc_annotations_dir=args["voc_annotations_dir"],
+                       max_pixels=args["max_pixels"]) as outcomes:
             for outcome in outcomes:
                 done += 1
                 if isinstance(outcome, pascal_part.Skipped):
@@ -379,9 +398,8 @@ def convert(*, pascal_part_dir, images_dir, output_dir, split_name="train",
             for writer in writers:
                 with contextlib.suppress(Exception):
                     writer.close()
-            for path in tmps:
-                if gfile.exists(path):
-                    _remove_quietly(gfile, path)
+            if gfile.exists(tmp_dir):
+                _remove_quietly(gfile, tmp_dir)
             if created_dir and not gfile.listdir(out_dir):
                 with contextlib.suppress(Exception):
                     gfile.rmtree(out_dir)
@@ -392,7 +410,7 @@ def convert(*, pascal_part_dir, images_dir, output_dir, split_name="train",
                         written, num_shards, num_shards - written)
 
     manifest = _manifest(args, arguments, finals, shard_ids, skipped)
-    _publish(gfile, out_dir, split, tmps, finals, manifest)
+    _publish(gfile, out_dir, split, tmp_dir, finals, manifest)
 
     counts = manifest["counts"]
     summary = (f"wrote {counts['written']} examples in {num_shards} shards to {out_dir}; "
@@ -440,21 +458,23 @@ def _manifest(args, arguments, finals, shard_ids, skipped) -> dict:
     }
 
 
-def _publish(gfile, out_dir, split, tmps, finals, manifest) -> None:
-    """Renames the complete temporary shards into place, then writes the manifest."""
+def _publish(gfile, out_dir, split, tmp_dir, finals, manifest) -> None:
+    """Renames the complete shards of `tmp_dir` into place, then writes the manifest."""
     manifest_path = os.path.join(out_dir, manifest_name(split))
     old_shards, _ = _split_files(gfile, out_dir, split)
     if gfile.exists(manifest_path):  # the old manifest no longer describes the shards
         gfile.remove(manifest_path)
-    for tmp, final in zip(tmps, finals):
-        gfile.rename(tmp, os.path.join(out_dir, final), overwrite=True)
+    for final in finals:
+        gfile.rename(os.path.join(tmp_dir, final), os.path.join(out_dir, final),
+                     overwrite=True)
     for name in sorted(set(old_shards) - set(finals)):  # another shard count
         logging.info("removing %s of an earlier run with another shard count", name)
         gfile.remove(os.path.join(out_dir, name))
-    tmp_manifest = os.path.join(out_dir, f".{manifest_name(split)}.tmp-{os.getpid()}")
+    tmp_manifest = os.path.join(tmp_dir, manifest_name(split))
     with gfile.GFile(tmp_manifest, "w") as f:
         f.write(json.dumps(manifest, indent=1) + "\n")
     gfile.rename(tmp_manifest, manifest_path, overwrite=True)
+    _remove_quietly(gfile, tmp_dir)
 
 
 # === Command line ===
@@ -482,6 +502,9 @@ def define_flags(flag_values=flags.FLAGS) -> None:
     flags.DEFINE_enum("on_error", "skip", list(ON_ERROR_CHOICES),
                       "Bad input: 'skip' lists it in the manifest and goes on; 'fail' "
                       "stops with exit code 1 and leaves no output.", **fv)
+    flags.DEFINE_integer("max_pixels", pascal_part.DEFAULT_MAX_PIXELS,
+                         "Images with more pixels (width x height) are skipped as bad "
+                         "input, before they are decoded; 0 = no limit.", **fv)
     flags.DEFINE_boolean("progress", True, "Show a progress bar on stderr.", **fv)
     flags.mark_flags_as_required(["pascal_part_dir", "images_dir", "output_dir"],
                                  flag_values=flag_values)
@@ -497,7 +520,7 @@ def main(argv) -> int:
                 output_dir=f.output_dir, split_name=f.split_name,
                 voc_annotations_dir=f.voc_annotations_dir, split_list=f.split_list,
                 num_shards=f.num_shards, num_workers=f.num_workers, on_error=f.on_error,
-                progress=f.progress)
+                progress=f.progress, max_pixels=f.max_pixels)
     except (ArgumentError, BadInputError) as e:
         print(f"make_tfrecords: error: {e}", file=sys.stderr)
         return 1

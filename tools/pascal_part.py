@@ -29,6 +29,13 @@ What one image becomes:
 
 Everything wrong with an input raises `BadInputError`, whose message names the file and
 the problem; `convert_one` turns that into a `Skipped` outcome for the converter.
+Two cases are refused although the files may be fine:
+- an id that is not valid UTF-8 (a file name in another encoding: Python lists it
+  with lone surrogates): ids are stored as UTF-8 text (`image/id`);
+- an image of more than `max_pixels` pixels (default DEFAULT_MAX_PIXELS, 0 = no
+  limit), found from the JPEG header before anything is decoded or the `.mat` read:
+  its masks alone take ~25 bytes a pixel here, and the training pipeline decodes it
+  whole. Pascal VOC images are at most 500 x 500.
 """
 
 from __future__ import annotations
@@ -46,6 +53,10 @@ from pipelines import schema
 
 NO_PERSON = "no person"
 BAD_INPUT = "bad input"
+
+# 25 megapixels (e.g. 5000 x 5000): ~0.6 GB to convert one image, several GB as float
+# crops in the training pipeline. 0 = no limit.
+DEFAULT_MAX_PIXELS = 25_000_000
 
 
 class BadInputError(ValueError):
@@ -275,6 +286,36 @@ def voc_person_boxes(path: str, height: int, width: int) -> np.ndarray:
 
 # === JPEG ===
 
+def _printable(path: str) -> str:
+    """`path`, or the repr of its bytes when it holds undecodable (surrogate) bytes."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return repr(os.fsencode(path))
+
+
+def check_size(path: str, max_pixels: int) -> None:
+    """BadInputError when the image at `path` has more than `max_pixels` pixels.
+
+    Reads the header only. An unreadable file passes: `read_jpeg` reports it.
+    """
+    if not max_pixels or not os.path.isfile(path):
+        return
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+    except Image.DecompressionBombError as e:  # PIL's own limit, far above ours
+        raise BadInputError(f"{path}: image too large to open ({e})") from None
+    except Exception:  # not an image: read_jpeg says what is wrong
+        return
+    if width * height > max_pixels:
+        raise BadInputError(
+            f"{path}: image is {width}x{height} (WxH), {width * height / 1e6:.1f} "
+            f"megapixels, more than --max_pixels={max_pixels} ({max_pixels / 1e6:g} "
+            "megapixels); raise --max_pixels (0 = no limit) to convert it")
+
+
 def read_jpeg(path: str):
     """(jpeg_bytes, height, width) of a JPEG file, decoded fully once to check it."""
     try:
@@ -291,6 +332,8 @@ def read_jpeg(path: str):
             fmt = im.format
             im.load()  # decode every pixel: a truncated file fails here
             width, height = im.size
+    except Image.DecompressionBombError as e:
+        raise BadInputError(f"{path}: image too large to open ({e})") from None
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, ...
         raise BadInputError(
             f"{path}: corrupt or truncated JPEG ({type(e).__name__}: {e})") from None
@@ -302,21 +345,29 @@ def read_jpeg(path: str):
 # === One image ===
 
 def read_example(image_id: str, *, pascal_part_dir: str, images_dir: str,
-                 voc_annotations_dir: str | None = None):
+                 voc_annotations_dir: str | None = None,
+                 max_pixels: int = DEFAULT_MAX_PIXELS):
     """`Converted` for an image with persons, `Skipped(kind=NO_PERSON)` for one without.
 
-    Reads `pascal_part_dir/ID.mat`, then (only when it has a person) `images_dir/ID.jpg`
-    and, when given, `voc_annotations_dir/ID.xml`.
+    Checks the JPEG header's size against `max_pixels` (0 = no limit), reads
+    `pascal_part_dir/ID.mat`, then (only when it has a person) `images_dir/ID.jpg` and,
+    when given, `voc_annotations_dir/ID.xml`.
 
     Raises:
       BadInputError: a file is missing, truncated or malformed, or a mask does not
-        match the image size, or a person part name is unknown.
+        match the image size, or a person part name is unknown, or the id is not
+        valid UTF-8, or the image has more than `max_pixels` pixels.
     """
     mat_path = os.path.join(pascal_part_dir, image_id + ".mat")
     jpeg_path = os.path.join(images_dir, image_id + ".jpg")
+    if _printable(image_id) != image_id:
+        raise BadInputError(
+            f"{_printable(mat_path)}: the file name is not valid UTF-8; image ids are "
+            "stored as UTF-8 text (image/id): rename the files of this id")
     if not os.path.exists(mat_path) and not os.path.exists(jpeg_path):
         raise BadInputError(f"no files for id {image_id!r}: neither {mat_path} "
                             f"nor {jpeg_path} exists")
+    check_size(jpeg_path, max_pixels)  # before the .mat: its masks are as large
     objects = read_objects(mat_path)
     persons = [obj for obj in objects if obj.is_person]
     if not persons:
@@ -344,7 +395,8 @@ def read_example(image_id: str, *, pascal_part_dir: str, images_dir: str,
 
 
 def convert_one(image_id: str, *, pascal_part_dir: str, images_dir: str,
-                voc_annotations_dir: str | None = None):
+                voc_annotations_dir: str | None = None,
+                max_pixels: int = DEFAULT_MAX_PIXELS):
     """`read_example`, with bad input returned as `Skipped(kind=BAD_INPUT)`.
 
     The converter's worker function: it never raises for bad input, so an ordered
@@ -352,6 +404,6 @@ def convert_one(image_id: str, *, pascal_part_dir: str, images_dir: str,
     """
     try:
         return read_example(image_id, pascal_part_dir=pascal_part_dir, images_dir=images_dir,
-                            voc_annotations_dir=voc_annotations_dir)
+                            voc_annotations_dir=voc_annotations_dir, max_pixels=max_pixels)
     except BadInputError as e:
         return Skipped(image_id, BAD_INPUT, str(e))
