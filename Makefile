@@ -33,3 +33,8 @@ demo: $(STAMP)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
+
+# Performance ratios of every stage (docs/PERFORMANCE.md); ~5 minutes on 2 cores.
+.PHONY: bench
+bench: $(STAMP)
+	$(PY) tools/bench.py $(BENCH_ARGS)

@@ -1,0 +1,69 @@
+"""Smoke test of tools/bench.py: the --quick run writes every ratio, each a positive number.
+
+Checks the report's structure and that every measured ratio is a positive finite
+number; never the speed (the machine is shared: timings are not testable).
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+EXPECTED_RATIOS = {
+    "coseg_overhead", "input_pipeline", "compute_efficiency", "crop_scaling",
+    "converter_vs_io", "converter_workers", "serving", "jit_compile", "mixed_bfloat16",
+}
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "bench.py"), "--quick",
+                           f"--output={out}"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "coseg_overhead" in proc.stdout  # the printed table
+    with open(out) as f:
+        return json.load(f)
+
+
+@pytest.mark.slow
+def test_quick_bench_reports_every_ratio(report):
+    names = [row["name"] for row in report["ratios"]]
+    assert sorted(names) == sorted(EXPECTED_RATIOS)
+    for row in report["ratios"]:
+        assert set(row) >= {"name", "value", "goal", "met", "what"}
+        assert isinstance(row["value"], float), row
+        assert math.isfinite(row["value"]) and row["value"] > 0, row
+        if row["goal"] is None:
+            assert row["met"] is None
+        else:
+            assert isinstance(row["met"], bool), row
+
+
+@pytest.mark.slow
+def test_quick_bench_details(report):
+    assert report["settings"]["width"] > 0
+    training = report["details"]["training"]
+    times = training["times"]
+    for group, case in (("overhead_pair", "coseg"), ("overhead_pair", "supervised_on_all"),
+                        ("compute_group", "dense_conv"), ("compute_group", "pipeline"),
+                        ("bfloat16_pair", "coseg_mixed_bfloat16")):
+        assert times[group][case]["median"] > 0
+    assert training["step_gflops"] > 0
+    # XLA and bfloat16 compute the same losses as float32 (correctness, not speed).
+    assert training["xla_vs_float32_max_rel_diff"] < 1e-3
+    assert training["bfloat16_vs_float32_max_rel_diff"] < 0.1
+    assert training["bfloat16_losses_finite"]
+    memory = report["memory"]["cpu"]
+    assert memory["peak_rss_mb"] >= memory["rss_after_build_mb"] > 0
+    scaling = report["step_scaling"]
+    for key in ("batch_unlabeled", "crop"):
+        assert len(scaling[key]) >= 2
+        assert all(row["step_s"] > 0 for row in scaling[key])
