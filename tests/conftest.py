@@ -19,3 +19,27 @@ def pascal_part_dir():
         pytest.skip(f"real Pascal-Part fixtures not found at {FIXTURES} "
                     "(../shared/fixtures/pascal_part beside the checkout)")
     return FIXTURES
+
+
+def make_synthetic_tfrecords(root, *, num_images, image_size, seed, num_shards=1,
+                             val_fraction=0.25, voc_boxes=False):
+    """Synthetic Pascal-Part sources under root/src and their TFRecords under root/tfr.
+
+    Returns {"train": pattern, "val": pattern, "dir": root/tfr}.
+    """
+    from tools import make_synthetic, make_tfrecords
+
+    root = pathlib.Path(root)
+    make_synthetic.generate(output_dir=str(root / "src"), num_images=num_images,
+                            image_size=image_size, seed=seed, difficulty=0.5,
+                            val_fraction=val_fraction)
+    for split in ("train", "val"):
+        make_tfrecords.convert(
+            pascal_part_dir=str(root / "src" / "Annotations_Part"),
+            images_dir=str(root / "src" / "JPEGImages"),
+            voc_annotations_dir=str(root / "src" / "Annotations") if voc_boxes else None,
+            split_list=str(root / "src" / "ImageSets" / f"{split}.txt"),
+            split_name=split, output_dir=str(root / "tfr"), num_shards=num_shards,
+            progress=False)
+    return {"train": str(root / "tfr" / "train-*"), "val": str(root / "tfr" / "val-*"),
+            "dir": root / "tfr"}

@@ -27,6 +27,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import make_synthetic_tfrecords
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
@@ -196,18 +197,9 @@ def test_two_workers_match_one_process_on_the_same_global_batch(tmp_path):
 
 @pytest.fixture(scope="module")
 def tfrecords(tmp_path_factory):
-    from tools import make_synthetic, make_tfrecords
-
-    root = tmp_path_factory.mktemp("synthetic")
-    make_synthetic.generate(output_dir=str(root / "src"), num_images=12, image_size=80,
-                            seed=1, difficulty=0.5, val_fraction=0.25)
-    for split in ("train", "val"):
-        make_tfrecords.convert(
-            pascal_part_dir=str(root / "src" / "Annotations_Part"),
-            images_dir=str(root / "src" / "JPEGImages"),
-            split_list=str(root / "src" / "ImageSets" / f"{split}.txt"),
-            split_name=split, output_dir=str(root / "tfr"), num_shards=2, progress=False)
-    return {"train": str(root / "tfr" / "train-*"), "val": str(root / "tfr" / "val-*")}
+    return make_synthetic_tfrecords(tmp_path_factory.mktemp("synthetic"),
+                                    num_images=12, image_size=80, seed=1,
+                                    val_fraction=0.25, num_shards=2, voc_boxes=False)
 
 
 @pytest.mark.slow

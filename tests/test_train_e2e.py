@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+from conftest import make_synthetic_tfrecords
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
@@ -22,19 +23,9 @@ SMALL = ["--init=random", "--width_multiplier=0.0625", "--crop_size=65",
 
 @pytest.fixture(scope="module")
 def tfrecords(tmp_path_factory):
-    from tools import make_synthetic, make_tfrecords
-
-    root = tmp_path_factory.mktemp("synthetic")
-    make_synthetic.generate(output_dir=str(root / "src"), num_images=24, image_size=96,
-                            seed=0, difficulty=0.5, val_fraction=0.25)
-    for split in ("train", "val"):
-        make_tfrecords.convert(
-            pascal_part_dir=str(root / "src" / "Annotations_Part"),
-            images_dir=str(root / "src" / "JPEGImages"),
-            voc_annotations_dir=str(root / "src" / "Annotations"),
-            split_list=str(root / "src" / "ImageSets" / f"{split}.txt"),
-            split_name=split, output_dir=str(root / "tfr"), num_shards=1, progress=False)
-    return {"train": str(root / "tfr" / "train-*"), "val": str(root / "tfr" / "val-*")}
+    return make_synthetic_tfrecords(tmp_path_factory.mktemp("synthetic"),
+                                    num_images=24, image_size=96, seed=0,
+                                    val_fraction=0.25, num_shards=1, voc_boxes=True)
 
 
 def _train(args, **kw):

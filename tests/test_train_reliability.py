@@ -24,6 +24,7 @@ import sys
 import h5py
 import numpy as np
 import pytest
+from conftest import make_synthetic_tfrecords
 import tensorflow as tf
 
 from coseg_tf import train_lib
@@ -35,19 +36,9 @@ ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
 
 @pytest.fixture(scope="module")
 def tfrecords(tmp_path_factory):
-    from tools import make_synthetic, make_tfrecords
-
-    root = tmp_path_factory.mktemp("synthetic")
-    make_synthetic.generate(output_dir=str(root / "src"), num_images=12, image_size=80,
-                            seed=2, difficulty=0.5, val_fraction=0.25)
-    for split in ("train", "val"):
-        make_tfrecords.convert(
-            pascal_part_dir=str(root / "src" / "Annotations_Part"),
-            images_dir=str(root / "src" / "JPEGImages"),
-            split_list=str(root / "src" / "ImageSets" / f"{split}.txt"),
-            split_name=split, output_dir=str(root / "tfr"), num_shards=2, progress=False)
-    return {"train": str(root / "tfr" / "train-*"), "val": str(root / "tfr" / "val-*"),
-            "dir": root / "tfr"}
+    return make_synthetic_tfrecords(tmp_path_factory.mktemp("synthetic"),
+                                    num_images=12, image_size=80, seed=2,
+                                    val_fraction=0.25, num_shards=2, voc_boxes=False)
 
 
 def _config(tfrecords, model_dir, **kw):
