@@ -56,6 +56,7 @@ def test_demo_script_path(tmp_path, recipe):
         metrics = json.loads((runs / name / "eval_val" / "metrics.json").read_text())
         assert set(metrics["iou"]) >= {"head", "body", "hand", "leg"}
     assert (runs / "overlays.png").stat().st_size > 1000
+    assert (runs / "curves.png").stat().st_size > 1000
     # Restarted, it redoes no training.
     again = _run("demo.py", args)
     assert again.returncode == 0, again.stderr[-3000:]

@@ -7,8 +7,8 @@
      (b) coseg with the same 10 labeled images + every training image as unlabeled,
      (c) supervised on all training labels;
 3. evaluate the three on val, print Table 2's layout (scheme all4) and write
-   runs/demo/RESULTS.md, each run's metrics.json, and overlays of (a), (b), (c) side by
-   side on the same images.
+   runs/demo/RESULTS.md, each run's metrics.json, overlays of (a), (b), (c) side by
+   side on the same images, and training curves (loss terms, mining precision).
 
 Each step is skipped when its output is already complete (a finished run is not
 redone), so an interrupted demo continues where it stopped.
@@ -90,6 +90,10 @@ def main(argv):
     overlay_path = os.path.join(FLAGS.run_dir, "overlays.png")
     _compare_overlays(FLAGS.run_dir, runs, val_data, scheme, overlay_path, FLAGS.overlays)
     results_md = os.path.join(FLAGS.run_dir, "RESULTS.md")
+    curves_path = os.path.join(FLAGS.run_dir, "curves.png")
+    plot_curves({runs[n][0]: os.path.join(FLAGS.run_dir, n, "history.csv") for n in runs},
+                curves_path)
+    experiments.log(f"curves: {curves_path}")
     _write_results(results_md, rows, scheme, FLAGS, time.time() - start, overlay_path)
     experiments.log(f"results: {results_md}")
     experiments.log(f"overlays: {overlay_path}")
@@ -122,6 +126,50 @@ def _compare_overlays(run_dir, runs, val_data, scheme, path, count):
     visualize.compare_overlay_grid(examples, scheme.class_names, path, titles=titles)
 
 
+def plot_curves(histories, path):
+    """Training curves of the runs (history.csv rows, one per checkpoint interval).
+
+    Left: each loss term; right: mining precision beside its chance level (runs that
+    track it, i.e. coseg with --diagnostics).
+    """
+    import csv
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_mine) = plt.subplots(1, 2, figsize=(11, 4))
+    for label, csv_path in histories.items():
+        if not os.path.exists(csv_path):
+            continue
+        rows = list(csv.DictReader(open(csv_path)))
+        epochs = [int(r["epoch"]) + 1 for r in rows]
+        name = label.split(",")[0]
+        for key, style in (("humanparts", "-"), ("val_humanparts", ":"), ("human", "--"),
+                           ("coseg", "-.")):
+            if rows and key in rows[0]:
+                ax_loss.plot(epochs, [float(r[key]) for r in rows], style,
+                             label=f"{name} {key}")
+        if rows and "mining_precision" in rows[0]:
+            ax_mine.plot(epochs, [100 * float(r["mining_precision"]) for r in rows], "-o",
+                         label=f"{name} mining precision")
+            ax_mine.plot(epochs, [100 * float(r["mining_chance"]) for r in rows], "--",
+                         label=f"{name} random positions in the region")
+    ax_loss.set_xlabel("checkpoint interval")
+    ax_loss.set_ylabel("loss")
+    ax_loss.set_title("Loss terms (: validation)")
+    ax_loss.legend(fontsize=7)
+    ax_mine.set_xlabel("checkpoint interval")
+    ax_mine.set_ylabel("%")
+    ax_mine.set_title("Mining precision")
+    ax_mine.legend(fontsize=7)
+    for ax in (ax_loss, ax_mine):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def _write_results(path, rows, scheme, flags_, seconds, overlay_path):
     from coseg_tf import evaluation
 
@@ -131,6 +179,7 @@ def _write_results(path, rows, scheme, flags_, seconds, overlay_path):
              "validation.", "",
              evaluation.markdown_table(rows, scheme),
              "", f"![(a), (b), (c) side by side]({os.path.basename(overlay_path)})", "",
+             "![Training curves](curves.png)", "",
              f"Data: {flags_.num_images} synthetic images of {flags_.image_size} px, "
              f"seed {flags_.data_seed}. Recipe: `{flags_.recipe}`. "
              f"Total time {seconds / 60:.1f} min.", ""]
