@@ -658,7 +658,9 @@ def validate(config: EvalConfig) -> _Resolved:
         raise ConfigError("--eval_data is required (TFRecords of tools/make_tfrecords.py)")
     try:
         files = streams.list_files(config.eval_data)
-        decode.check_schema(config.eval_data)
+        # Every file: a foreign shard among good ones would otherwise fail mid-run.
+        for path in files:
+            decode.check_schema(path)
     except (ValueError, tf.errors.OpError) as e:
         raise ConfigError(f"--eval_data={config.eval_data}: {e}") from None
     scales = tuple(config.scales)

@@ -428,6 +428,9 @@ def test_refusals_name_the_flag(tiny_run, tmp_path):
             "x": tf.train.Feature(int64_list=tf.train.Int64List(value=[1]))}))
         .SerializeToString()])
     refused(r"--eval_data=.*missing feature keys", model_dir=model_dir, eval_data=other)
+    # A foreign shard among good ones is refused before work, naming that shard.
+    refused(r"--eval_data=.*other\.tfrecord.*missing feature keys", model_dir=model_dir,
+            eval_data=f"{data},{other}")
     refused(r"--eval_data is required", model_dir=model_dir, eval_data="")
     empty = ph.write_tfrecord(tmp_path / "empty.tfrecord", [])
     refused(r"--eval_data=.*holds no record", model_dir=model_dir, eval_data=empty)
