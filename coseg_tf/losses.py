@@ -117,15 +117,7 @@ def downsample_labels(labels, size, *, stride=OUTPUT_STRIDE):
     Returns:
       int32 [B, h, w].
     """
-    labels = tf.convert_to_tensor(labels)
-    if labels.shape.rank == 4:
-        if labels.shape[-1] not in (None, 1):
-            raise ValueError(f"downsample_labels: labels must be [B, H, W] or [B, H, W, 1], "
-                             f"got shape {labels.shape}")
-        labels = labels[..., 0]
-    elif labels.shape.rank != 3:
-        raise ValueError(f"downsample_labels: labels must be [B, H, W] or [B, H, W, 1], "
-                         f"got shape {labels.shape}")
+    labels = _without_channel(labels, "labels", "downsample_labels")
     stride = int(stride)
     if stride < 1:
         raise ValueError(f"downsample_labels: stride must be >= 1, got {stride}")
@@ -154,6 +146,17 @@ def downsample_labels(labels, size, *, stride=OUTPUT_STRIDE):
 
 
 # === Shared helpers ===
+def _without_channel(t, name, where):
+    """[B, H, W] from [B, H, W] or [B, H, W, 1]; a ValueError naming `name` otherwise."""
+    t = tf.convert_to_tensor(t)
+    if t.shape.rank == 4 and t.shape[-1] in (None, 1):
+        return t[..., 0]
+    if t.shape.rank != 3:
+        raise ValueError(f"{where}: {name} must be [B, H, W] or [B, H, W, 1], "
+                         f"got shape {t.shape}")
+    return t
+
+
 def _check_logits(logits, num_classes, where, name="logits"):
     """float32 [B, h, w, C], with C checked against num_classes when static."""
     logits = tf.convert_to_tensor(logits)
@@ -214,15 +217,7 @@ def _label_one_hot(labels, *, num_classes, ignore_label, where):
 
 def _region_mask(region, where):
     """float32 {0, 1} [B, h, w] from a region [B, h, w] or [B, h, w, 1] (> 0.5 = in)."""
-    region = tf.convert_to_tensor(region)
-    if region.shape.rank == 4:
-        if region.shape[-1] not in (None, 1):
-            raise ValueError(f"{where}: region must be [B, h, w] or [B, h, w, 1], "
-                             f"got shape {region.shape}")
-        region = region[..., 0]
-    elif region.shape.rank != 3:
-        raise ValueError(f"{where}: region must be [B, h, w] or [B, h, w, 1], "
-                         f"got shape {region.shape}")
+    region = _without_channel(region, "region", where)
     return tf.cast(tf.cast(region, tf.float32) > 0.5, tf.float32)
 
 
