@@ -208,6 +208,24 @@ class CosegTrainer(keras.Model):
             self._trackers[f"mining_precision/{name}"].update_state(
                 tf.math.divide_no_nan(hits_c[c], count_c[c]), sample_weight=count_c[c])
 
+    def adjust_gradients(self, grads, variables, replicas=1):
+        """Caffe's weight decay and fc8 learning-rate multiplier, applied to gradients.
+
+        Kernels (not biases) get `weight_decay * w` added; fc8's gradients are multiplied
+        by `fc8_lr_multiplier`. The decay is part of each replica's gradient, so it is
+        divided by `replicas` like the loss: the replica sum gives wd * w once.
+        """
+        fc8_ids = self._fc8_variable_ids()
+        adjusted = []
+        for g, v in zip(grads, variables):
+            if g is not None:
+                if self.weight_decay and len(v.shape) > 1:  # kernels, not biases
+                    g = g + (self.weight_decay / replicas) * v
+                if id(v) in fc8_ids:
+                    g = g * self.fc8_lr_multiplier
+            adjusted.append(g)
+        return adjusted
+
     # === Steps ===
     def train_step(self, data):
         with tf.GradientTape() as tape:
@@ -220,20 +238,7 @@ class CosegTrainer(keras.Model):
             scaled = result["loss"] / tf.cast(replicas, result["loss"].dtype)
         variables = self.network.trainable_variables
         grads = tape.gradient(scaled, variables)
-        fc8_ids = self._fc8_variable_ids()
-        new_grads = []
-        for g, v in zip(grads, variables):
-            if g is None:
-                new_grads.append(g)
-                continue
-            if self.weight_decay and len(v.shape) > 1:  # kernels, not biases
-                # Weight decay is part of each replica's gradient, so it is scaled
-                # like the loss: the replica sum gives exactly wd * w once.
-                g = g + (self.weight_decay / replicas) * v
-            if id(v) in fc8_ids:
-                g = g * self.fc8_lr_multiplier
-            new_grads.append(g)
-        self.optimizer.apply(new_grads, variables)
+        self.optimizer.apply(self.adjust_gradients(grads, variables, replicas), variables)
 
         for name, value in result.items():
             self._trackers[name].update_state(value)

@@ -82,11 +82,7 @@ def reference_step(trainer, batch, replicas):
         loss = tf.add_n([res["loss"] for res in results]) / replicas
     variables = trainer.network.trainable_variables
     grads = tape.gradient(loss, variables)
-    fc8 = trainer._fc8_variable_ids()
-    grads = [(g + trainer.weight_decay * v if len(v.shape) > 1 else g)
-             * (trainer.fc8_lr_multiplier if id(v) in fc8 else 1.0)
-             for g, v in zip(grads, variables)]
-    trainer.optimizer.apply(grads, variables)
+    trainer.optimizer.apply(trainer.adjust_gradients(grads, variables), variables)
     return {k: float(np.mean([res[k] for res in results])) for k in results[0]}
 
 
