@@ -73,6 +73,9 @@ class TrainConfig:
     method: str = "coseg"
     alpha: float = 0.001
     beta: float = 0.001
+    image_label_weight: float = 1.0
+    em_fg_share: float = 0.2
+    em_bg_share: float = 0.4
     learning_rate: float = 1e-3
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -86,6 +89,23 @@ class TrainConfig:
     num_cpu_devices: int = 0
     seed: int = 0
     verbose: int = 1
+
+
+# The image-level labels an image-label method trained with (one line per image).
+IMAGE_LABELS_FILE = "image_labels.tsv"
+
+
+def image_labels_text(train_data, scheme):
+    """The image-level labels of every training image as a TSV: id, then class names.
+
+    What GMP and EM-Adapt read of the unlabeled images (background always present).
+    """
+    labels = streams.image_level_labels(train_data, scheme=scheme)
+    lines = ["# id\tclasses present (image-level labels read by --method=gmp|em_adapt)"]
+    for image_id in sorted(labels):
+        names = [scheme.class_names[c] for c, on in enumerate(labels[image_id]) if on > 0]
+        lines.append(image_id + "\t" + ",".join(names))
+    return "\n".join(lines) + "\n"
 
 
 class ConfigError(ValueError):
@@ -113,8 +133,13 @@ def validate(config: TrainConfig):
         raise ConfigError(f"--human_region={config.human_region!r}: boxes or instance")
     _positive(config, "crop_size", "batch_labeled", "steps", "checkpoint_every",
               "width_multiplier", "learning_rate")
-    if config.method == "coseg":
+    if config.method in trainer_lib.UNLABELED_METHODS:
         _positive(config, "batch_unlabeled")
+    if config.image_label_weight < 0:
+        raise ConfigError(f"--image_label_weight must be >= 0, got {config.image_label_weight}")
+    for flag in ("em_fg_share", "em_bg_share"):
+        if not 0 < getattr(config, flag) <= 1:
+            raise ConfigError(f"--{flag} must be in (0, 1], got {getattr(config, flag)}")
     if not 0 < config.min_scale <= config.max_scale:
         raise ConfigError(f"--min_scale={config.min_scale} and --max_scale="
                           f"{config.max_scale}: need 0 < min_scale <= max_scale")
@@ -375,7 +400,8 @@ def build_trainer(config: TrainConfig, scheme, *, steps_per_execution=1):
         network, num_classes=scheme.num_classes, method=config.method,
         alpha=config.alpha, beta=config.beta, weight_decay=config.weight_decay,
         fc8_lr_multiplier=config.fc8_lr_multiplier, class_names=scheme.class_names,
-        mining_metrics=config.diagnostics)
+        mining_metrics=config.diagnostics, image_label_weight=config.image_label_weight,
+        em_fg_share=config.em_fg_share, em_bg_share=config.em_bg_share)
     schedule = keras.optimizers.schedules.PolynomialDecay(
         config.learning_rate, decay_steps=config.steps, end_learning_rate=0.0,
         power=config.poly_power)
@@ -425,6 +451,9 @@ def run_training(config: TrainConfig):
             "width_multiplier": config.width_multiplier,
             "human_region": config.human_region,
         }, indent=2) + "\n")
+        if config.method in trainer_lib.IMAGE_LABEL_METHODS:
+            _write_text(os.path.join(config.model_dir, IMAGE_LABELS_FILE),
+                        image_labels_text(config.train_data, scheme))
 
     def make_train_ds(batch_labeled, batch_unlabeled, seed):
         ds = streams.train_dataset(
@@ -433,9 +462,11 @@ def run_training(config: TrainConfig):
             batch_unlabeled=batch_unlabeled, crop_size=config.crop_size,
             min_scale=config.min_scale, max_scale=config.max_scale,
             human_region_mode=config.human_region, diagnostics=config.diagnostics,
-        # A small labeled set is decoded once and kept in memory; otherwise every
-        # epoch of the labeled stream re-reads the whole training set to find it.
-        cache_labeled=len(labeled_ids) <= CACHE_LABELED_MAX,
+            # Image-level labels only for the methods that read them (GMP, EM-Adapt).
+            image_labels=config.method in trainer_lib.IMAGE_LABEL_METHODS,
+            # A small labeled set is decoded once and kept in memory; otherwise every
+            # epoch of the labeled stream re-reads the whole training set to find it.
+            cache_labeled=len(labeled_ids) <= CACHE_LABELED_MAX,
             seed=seed)
         # Image ids are strings: they stay on the host (a GPU replica cannot hold them).
         return ds.map(lambda d: {k: _without_ids(v) for k, v in d.items()})

@@ -11,12 +11,19 @@ A training element is the dict the input pipeline builds (`pipelines.streams`):
      "unlabeled": {"image": [B_u,H,W,3], "human_region": [B_u,H,W,1]
                    (+ "diagnostic_labels": [B_u,H,W] when diagnostics are on)}}
 
-with global batch sizes; under `MirroredStrategy` each replica receives B_f labeled
+with global batch sizes (the image-label methods' unlabeled stream also carries
+"image_labels": [B_u, C]); under `MirroredStrategy` each replica receives B_f labeled
 and B_u unlabeled images and mines its own targets among its own unlabeled images.
 
 Methods (DESIGN §3):
   supervised: L_humanparts on the labeled images (the paper's baselines (a) and (c)).
   coseg:      L_all = L_humanparts + alpha L_human + beta L_coseg (the paper's (b)).
+  gmp:        L_humanparts + w L_gmp, Global Max Pooling against the unlabeled images'
+              image-level labels (a Table 2 baseline; `coseg_tf.image_label_losses`).
+  em_adapt:   L_humanparts + w L_em, EM-Adapt's E-step pseudo labels from adaptive
+              biases and an M-step cross entropy (a Table 2 baseline).
+Only gmp and em_adapt read image-level labels; the other methods refuse an element
+that carries them, so that they can never leak into a coseg or supervised step.
 
 Optimisation follows the paper's Caffe setting: SGD with momentum, weight decay added
 to the gradient of every kernel (Caffe's `weight_decay`: g + wd * w), and fc8's
@@ -35,10 +42,15 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from coseg_tf import image_label_losses
 from coseg_tf import losses as losses_lib
 from coseg_tf import masking
 
-METHODS = ("supervised", "coseg")
+METHODS = ("supervised", "coseg", "gmp", "em_adapt")
+# Methods that read the unlabeled images' image-level labels ("image_labels").
+IMAGE_LABEL_METHODS = ("gmp", "em_adapt")
+# Methods that train on the unlabeled stream at all.
+UNLABELED_METHODS = ("coseg",) + IMAGE_LABEL_METHODS
 
 
 class CosegTrainer(keras.Model):
@@ -48,9 +60,12 @@ class CosegTrainer(keras.Model):
       network: the functional model of `coseg_tf.model.build_deeplab_largefov`:
         inputs {"image", "human_region"}, outputs {"logits", "masked_features"}.
       num_classes: number of classes of the part scheme (background included).
-      method: "supervised" or "coseg".
+      method: one of METHODS.
       alpha: weight of L_human (coseg only).
       beta: weight of L_coseg (coseg only).
+      image_label_weight: weight of L_gmp / L_em (gmp and em_adapt only).
+      em_fg_share, em_bg_share: EM-Adapt's shares of the human region for each present
+        foreground class and for the background (em_adapt only).
       weight_decay: L2 factor added to the gradient of every kernel.
       fc8_lr_multiplier: learning-rate multiplier of the classifier (fc8) variables.
       class_names: names of the classes, for the per-class mining-precision metrics.
@@ -69,7 +84,10 @@ class CosegTrainer(keras.Model):
 
     def __init__(self, network, *, num_classes, method="coseg", alpha=0.001, beta=0.001,
                  weight_decay=5e-4, fc8_lr_multiplier=10.0, class_names=None,
-                 ignore_label=255, mining_metrics=False, **kwargs):
+                 ignore_label=255, mining_metrics=False,
+                 image_label_weight=image_label_losses.DEFAULT_IMAGE_LABEL_WEIGHT,
+                 em_fg_share=image_label_losses.DEFAULT_FG_SHARE,
+                 em_bg_share=image_label_losses.DEFAULT_BG_SHARE, **kwargs):
         super().__init__(**kwargs)
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
@@ -81,6 +99,9 @@ class CosegTrainer(keras.Model):
         self.weight_decay = float(weight_decay)
         self.fc8_lr_multiplier = float(fc8_lr_multiplier)
         self.ignore_label = int(ignore_label)
+        self.image_label_weight = float(image_label_weight)
+        self.em_fg_share = float(em_fg_share)
+        self.em_bg_share = float(em_bg_share)
         self.mining_metrics = bool(mining_metrics) and method == "coseg"
         self.class_names = list(class_names or [f"class_{c}" for c in range(num_classes)])
 
@@ -88,6 +109,11 @@ class CosegTrainer(keras.Model):
         names = ["loss", "humanparts"]
         if method == "coseg":
             names += ["human", "coseg"]
+        elif method == "gmp":
+            names += ["gmp"]
+        elif method == "em_adapt":
+            # em_pseudo_foreground: share of region positions the E-step gave a part.
+            names += ["em_adapt", "em_pseudo_foreground"]
         if self.mining_metrics:
             names += ["mining_precision", "mining_chance"]
             names += [f"mining_precision/{n}" for n in self.class_names[1:]]
@@ -135,9 +161,19 @@ class CosegTrainer(keras.Model):
     def compute_losses(self, data, training):
         """Per-replica losses (means over this replica's images) and mining details."""
         labeled = data["labeled"]
-        unlabeled = data.get("unlabeled") if self.method == "coseg" else None
-        if self.method == "coseg" and unlabeled is None:
-            raise ValueError("method 'coseg' needs an 'unlabeled' stream in each element")
+        unlabeled = data.get("unlabeled")
+        if unlabeled is not None and "image_labels" in unlabeled \
+                and self.method not in IMAGE_LABEL_METHODS:
+            raise ValueError(f"method {self.method!r} must not see image-level labels, but "
+                             "the unlabeled stream carries 'image_labels'")
+        if self.method not in UNLABELED_METHODS:
+            unlabeled = None
+        elif unlabeled is None:
+            raise ValueError(f"method {self.method!r} needs an 'unlabeled' stream in each "
+                             "element")
+        elif self.method in IMAGE_LABEL_METHODS and "image_labels" not in unlabeled:
+            raise ValueError(f"method {self.method!r} needs 'image_labels' in the unlabeled "
+                             "stream (the pipeline's image_labels switch)")
         out_f, out_u = self._forward(labeled, unlabeled, training)
 
         # [B_f, h, w, C]
@@ -155,6 +191,26 @@ class CosegTrainer(keras.Model):
         # [B_u, h, w] the unlabeled images' own human regions at feature resolution,
         # resized exactly as the masking layer resizes them.
         region_u = masking.resize_region(unlabeled["human_region"], size)[..., 0]
+        if self.method == "gmp":
+            result["gmp"] = image_label_losses.gmp_loss(
+                logits=out_u["logits"], region=region_u,
+                image_labels=unlabeled["image_labels"])
+            result["loss"] = result["humanparts"] + self.image_label_weight * result["gmp"]
+            return result, None
+        if self.method == "em_adapt":
+            pseudo = image_label_losses.em_adapt_pseudo_labels(
+                logits=out_u["logits"], region=region_u,
+                image_labels=unlabeled["image_labels"], fg_share=self.em_fg_share,
+                bg_share=self.em_bg_share)
+            result["em_adapt"] = image_label_losses.em_adapt_loss(
+                logits=out_u["logits"], pseudo_labels=pseudo)
+            result["loss"] = (result["humanparts"]
+                              + self.image_label_weight * result["em_adapt"])
+            foreground = tf.cast(pseudo != losses_lib.BACKGROUND, tf.float32) * region_u
+            result["em_pseudo_foreground"] = tf.math.divide_no_nan(
+                tf.reduce_sum(foreground), tf.reduce_sum(region_u))
+            return result, None
+
         result["human"] = losses_lib.human_loss(logits=out_u["logits"], region=region_u)
         coseg, aux = losses_lib.coseg_loss(
             logits_labeled=logits_f, labels=labels_f,
@@ -272,6 +328,8 @@ class CosegTrainer(keras.Model):
             "fc8_lr_multiplier": self.fc8_lr_multiplier,
             "class_names": self.class_names, "ignore_label": self.ignore_label,
             "mining_metrics": self.mining_metrics,
+            "image_label_weight": self.image_label_weight,
+            "em_fg_share": self.em_fg_share, "em_bg_share": self.em_bg_share,
         })
         return config
 

@@ -58,9 +58,17 @@ def define_model_flags():
 def define_method_flags():
     # === Method and losses ===
     flags.DEFINE_enum("method", "coseg", list(train_lib.METHODS),
-                      "supervised: L_humanparts only (paper (a), (c)); coseg: L_all (b).")
+                      "supervised: L_humanparts only (paper (a), (c)); coseg: L_all (b); "
+                      "gmp, em_adapt: the Table 2 baselines that read the unlabeled "
+                      "images' image-level labels (Global Max Pooling, EM-Adapt).")
     flags.DEFINE_float("alpha", 0.001, "Weight of L_human (paper: 0.001).")
     flags.DEFINE_float("beta", 0.001, "Weight of L_coseg (paper: 0.001).")
+    flags.DEFINE_float("image_label_weight", 1.0,
+                       "gmp, em_adapt: weight of the unlabeled images' loss term.")
+    flags.DEFINE_float("em_fg_share", 0.2, "em_adapt: share of the human region the "
+                       "E-step gives each present part class (Papandreou et al.: 0.2).")
+    flags.DEFINE_float("em_bg_share", 0.4, "em_adapt: share of the human region the "
+                       "E-step gives the background (Papandreou et al.: 0.4).")
 
 
 def define_optimizer_flags():

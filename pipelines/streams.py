@@ -10,7 +10,9 @@ elements from `decode.decode_example`, `merge` and `augment`:
   unlabeled_dataset  ALL training images, augmented, batched, without part labels:
                      {"image", "human_region", "id"}; with diagnostics=True also
                      "diagnostic_labels" int32 [B, c, c] (the hidden merged labels,
-                     for the mining-precision metric only; no loss reads it)
+                     for the mining-precision metric only; no loss reads it); with
+                     image_labels=True also "image_labels" float32 [B, C] (the classes
+                     present in the whole image; for the image-label methods only)
   train_dataset      {"labeled": ..., "unlabeled": ...} zipped per step (only
                      {"labeled": ...} for method 'supervised')
   eval_dataset       whole images, batch 1, no augmentation:
@@ -434,14 +436,16 @@ def labeled_dataset(file_pattern, *, ids, scheme, batch_size, crop_size, min_sca
 def unlabeled_dataset(file_pattern, *, batch_size, crop_size, min_scale=0.5, max_scale=1.5,
                       flip=True, human_region_mode="boxes", seed=0,
                       shuffle_buffer=UNLABELED_SHUFFLE_BUFFER, diagnostics=False,
-                      scheme=None) -> tf.data.Dataset:
+                      image_labels=False, scheme=None) -> tf.data.Dataset:
     """The unlabeled training stream over ALL training images, without part labels.
 
     The fine part map and the instance mask leave the element right after the human
     region is computed, before any augmentation; the element keeps "image",
     "human_region" and "id" only. With `diagnostics=True` (and a `scheme`), the merged
     labels ride along under "diagnostic_labels" (255 in padding), for the
-    mining-precision metric alone.
+    mining-precision metric alone. With `image_labels=True` (and a `scheme`), the
+    image-level labels of the whole image (`image_labels_of`, computed before any crop)
+    ride along under "image_labels", for the image-label baselines (GMP, EM-Adapt).
 
     Args:
       file_pattern: the training TFRecords (glob or comma-separated globs).
@@ -450,18 +454,23 @@ def unlabeled_dataset(file_pattern, *, batch_size, crop_size, min_scale=0.5, max
         `labeled_dataset`.
       shuffle_buffer: records in the shuffle buffer.
       diagnostics: carry the hidden labels under "diagnostic_labels".
-      scheme: merge scheme of the diagnostic labels (required with diagnostics).
+      image_labels: carry the image-level labels under "image_labels".
+      scheme: merge scheme of the diagnostic and image-level labels (required with
+        either).
     """
     _check_augment_args(batch_size_name="batch_size", batch_size=batch_size,
                         crop_size=crop_size, min_scale=min_scale, max_scale=max_scale,
                         human_region_mode=human_region_mode)
-    if diagnostics:
+    if diagnostics or image_labels:
         if scheme is None:
-            raise ValueError("unlabeled_dataset: diagnostics=True needs a scheme")
+            raise ValueError("unlabeled_dataset: diagnostics=True and image_labels=True "
+                             "need a scheme")
         scheme = merge.as_scheme(scheme)
     _check_positive_int("shuffle_buffer", shuffle_buffer)
     files = list_files(file_pattern)
-    keys = ("image", "human_region", "id") + (("diagnostic_labels",) if diagnostics else ())
+    keys = (("image", "human_region", "id")
+            + (("diagnostic_labels",) if diagnostics else ())
+            + (("image_labels",) if image_labels else ()))
 
     def element(index, serialized):
         seeds = _element_seeds(index, seed, _UNLABELED_STREAM)
@@ -475,9 +484,12 @@ def unlabeled_dataset(file_pattern, *, batch_size, crop_size, min_scale=0.5, max
                 example["width"], mode=human_region_mode),
             "id": example["id"],
         }
+        if diagnostics or image_labels:
+            merged = merge.merge_parts(example["parts_fine"], example["person_mask"], scheme)
         if diagnostics:
-            out["diagnostic_labels"] = merge.merge_parts(
-                example["parts_fine"], example["person_mask"], scheme)
+            out["diagnostic_labels"] = merged
+        if image_labels:
+            out["image_labels"] = image_labels_of(merged, scheme.num_classes)
         # From here on no part label is in the element (unless diagnostics).
         out = _augment(out, seeds, min_scale=min_scale, max_scale=max_scale,
                        crop_size=crop_size)
@@ -500,8 +512,8 @@ def unlabeled_dataset(file_pattern, *, batch_size, crop_size, min_scale=0.5, max
 
 def train_dataset(file_pattern, *, method, scheme, labeled_ids, batch_labeled,
                   batch_unlabeled, crop_size, min_scale=0.5, max_scale=1.5, flip=True,
-                  human_region_mode="boxes", diagnostics=False, seed=0,
-                  shuffle_buffer=UNLABELED_SHUFFLE_BUFFER, cache_labeled=False,
+                  human_region_mode="boxes", diagnostics=False, image_labels=False,
+                  seed=0, shuffle_buffer=UNLABELED_SHUFFLE_BUFFER, cache_labeled=False,
                   check_ids=True) -> tf.data.Dataset:
     """{"labeled": ..., "unlabeled": ...} per step ({"labeled": ...} for 'supervised').
 
@@ -518,6 +530,8 @@ def train_dataset(file_pattern, *, method, scheme, labeled_ids, batch_labeled,
       crop_size, min_scale, max_scale, flip, human_region_mode, seed: as in
         `labeled_dataset`, for both streams.
       diagnostics: the unlabeled stream carries "diagnostic_labels".
+      image_labels: the unlabeled stream carries "image_labels" (only for the methods
+        that read image-level labels: the trainer refuses them otherwise).
       shuffle_buffer: shuffle buffer of the unlabeled stream (the labeled stream
         shuffles all its records).
       cache_labeled: cache the decoded labeled examples (see the module docstring).
@@ -537,8 +551,41 @@ def train_dataset(file_pattern, *, method, scheme, labeled_ids, batch_labeled,
         return tf.data.Dataset.zip({"labeled": labeled})
     unlabeled = unlabeled_dataset(file_pattern, batch_size=batch_unlabeled,
                                   shuffle_buffer=shuffle_buffer, diagnostics=diagnostics,
-                                  scheme=scheme, **common)
+                                  image_labels=image_labels, scheme=scheme, **common)
     return tf.data.Dataset.zip({"labeled": labeled, "unlabeled": unlabeled})
+
+
+def image_labels_of(merged_labels, num_classes) -> tf.Tensor:
+    """float32 [C] image-level labels: 1 for each class with a pixel in `merged_labels`.
+
+    `merged_labels` is a whole image's merged label map ([H, W] or [H, W, 1], 255 =
+    ignore, not counted). The background (class 0) is always 1: every image with a
+    person box has background, and the image-label methods treat it as present.
+    """
+    flat = tf.reshape(tf.cast(merged_labels, tf.int32), [-1])
+    flat = tf.boolean_mask(flat, tf.logical_and(flat >= 0, flat < num_classes))
+    counts = tf.math.bincount(flat, minlength=num_classes, maxlength=num_classes)
+    present = tf.cast(counts > 0, tf.float32)
+    return tf.maximum(present, tf.one_hot(0, num_classes, dtype=tf.float32))
+
+
+def image_level_labels(file_pattern, *, scheme) -> dict:
+    """{id: float32 numpy [C]} image-level labels of every image in the files.
+
+    The same labels the unlabeled stream carries with `image_labels=True` (one pass
+    over the records, no augmentation); the trainer records them in the run directory.
+    """
+    scheme = merge.as_scheme(scheme)
+    files = list_files(file_pattern)
+
+    def element(serialized):
+        example = decode.decode_example(serialized)
+        merged = merge.merge_parts(example["parts_fine"], example["person_mask"], scheme)
+        return example["id"], image_labels_of(merged, scheme.num_classes)
+
+    ds = tf.data.TFRecordDataset(files).map(element, num_parallel_calls=AUTOTUNE,
+                                            deterministic=True)
+    return {i.decode(): labels for i, labels in ds.as_numpy_iterator()}
 
 
 def eval_dataset(file_pattern, *, scheme, human_region_mode="boxes") -> tf.data.Dataset:

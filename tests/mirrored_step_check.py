@@ -8,7 +8,9 @@ Per-replica mining means the coseg loss of a 2-replica step is the mean of the l
 of the two replica shards (each labeled image mines among its own replica's unlabeled
 images); the single-device reference computes exactly that, by shards, and applies
 the gradient of their mean. The supervised step needs no such care: its loss is a
-mean over images, and each replica holds one labeled image.
+mean over images, and each replica holds one labeled image. The image-label methods
+(gmp, em_adapt) are checked like coseg, with image-level labels in the unlabeled
+stream.
 """
 
 import json
@@ -52,6 +54,8 @@ def make_batch(rng, replicas):
     return {
         "labeled": {"image": images(nf), "human_region": reg_f, "labels": labels},
         "unlabeled": {"image": images(nu), "human_region": regions(nu)},
+        "image_labels": np.concatenate(
+            [np.ones((nu, 1)), rng.integers(0, 2, (nu, NUM_CLASSES - 1))], 1).astype(np.float32),
     }
 
 
@@ -74,6 +78,16 @@ def shard(batch, r, replicas):
     return out
 
 
+def data_for(batch, method):
+    """The element a method's pipeline gives: image-level labels only where read."""
+    if method == "supervised":
+        return {"labeled": batch["labeled"]}
+    out = {"labeled": batch["labeled"], "unlabeled": dict(batch["unlabeled"])}
+    if method in trainer_lib.IMAGE_LABEL_METHODS:
+        out["unlabeled"]["image_labels"] = batch["image_labels"]
+    return out
+
+
 def reference_step(trainer, batch, replicas):
     """Single device: mean over replica shards of the per-shard losses, one update."""
     with tf.GradientTape() as tape:
@@ -91,11 +105,11 @@ def main():
     rng = np.random.default_rng(0)
     batch = make_batch(rng, replicas)
     report = {"devices": len(tf.config.list_logical_devices("CPU"))}
-    for method in ("supervised", "coseg"):
+    for method in trainer_lib.METHODS:
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
         with strategy.scope():
             mirrored = build(method)
-        data = batch if method == "coseg" else {"labeled": batch["labeled"]}
+        data = data_for(batch, method)
         ds = tf.data.Dataset.from_tensors(data)
         logs = mirrored.fit(ds, epochs=1, steps_per_epoch=1, verbose=0).history
 
@@ -104,7 +118,7 @@ def main():
             ref = single.fit(tf.data.Dataset.from_tensors(data), epochs=1, verbose=0).history
             ref = {k: v[0] for k, v in ref.items()}
         else:
-            ref = reference_step(single, batch, replicas)
+            ref = reference_step(single, data, replicas)
         w_m = [v.numpy() for v in mirrored.network.trainable_variables]
         w_s = [v.numpy() for v in single.network.trainable_variables]
         w_0 = [v.numpy() for v in build(method).network.trainable_variables]

@@ -68,13 +68,14 @@ def test_sweep_aggregates_over_seeds(tmp_path, recipe):
     data, runs = tmp_path / "data", tmp_path / "runs"
     args = [f"--data_dir={data}", f"--run_dir={runs}", f"--recipe={recipe}",
             "--num_images=16", "--image_size=80", "--num_labeled=2", "--seeds=0,1",
-            "--methods=supervised,coseg"]
+            "--methods=supervised,coseg,gmp,em_adapt"]
     proc = _run("sweep.py", args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     sweep = json.loads((runs / "sweep.json").read_text())
-    assert len(sweep["runs"]) == 2 * 2 + 1
+    assert len(sweep["runs"]) == 4 * 2 + 1
     rows = {(r["method"], r["num_labeled"]): r for r in sweep["rows"]}
-    assert set(rows) == {("supervised", 2), ("coseg", 2), ("supervised_all", None)}
+    assert set(rows) == {("supervised", 2), ("coseg", 2), ("gmp", 2), ("em_adapt", 2),
+                         ("supervised_all", None)}
     assert rows[("coseg", 2)]["seeds"] == [0, 1]
     # Two checkpoints of 2 steps: the final and the last-k views are both there.
     evals = sweep["runs"]["coseg_nf2_seed0"]["eval"]
@@ -82,4 +83,11 @@ def test_sweep_aggregates_over_seeds(tmp_path, recipe):
     assert "mining" in rows[("coseg", 2)]
     table = (runs / "SWEEP.md").read_text()
     assert "| Method | n_f | seeds | head | body | hand | leg | mean | mean (last 3) |" in table
+    assert "| gmp (image labels) | 2 | 2 |" in table
+    assert "| em_adapt (image labels) | 2 | 2 |" in table
+    # only the image-label runs recorded (and read) image-level labels
+    for name in ("gmp_nf2_seed0", "em_adapt_nf2_seed1"):
+        assert (runs / name / "image_labels.tsv").exists()
+    for name in ("coseg_nf2_seed0", "supervised_nf2_seed1", "supervised_all"):
+        assert not (runs / name / "image_labels.tsv").exists()
     assert (runs / "figure4.png").stat().st_size > 1000

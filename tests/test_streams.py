@@ -329,6 +329,53 @@ def test_unlabeled_diagnostics_needs_a_scheme(split):
         streams.unlabeled_dataset(split[0], batch_size=1, crop_size=CROP, diagnostics=True)
 
 
+def _expected_image_labels(a, scheme):
+    num_classes = schema.get_scheme(scheme).num_classes
+    present = np.zeros(num_classes, np.float32)
+    present[np.unique(_merged(a, scheme))] = 1
+    present[0] = 1
+    return present
+
+
+def test_unlabeled_image_labels_are_the_classes_of_the_whole_image(split):
+    pattern, arrays = split
+    # A crop much smaller than the images: the image-level labels still describe the
+    # whole image, not the crop.
+    kw = dict(batch_size=2, crop_size=4, scheme="all4")
+    ds = streams.unlabeled_dataset(pattern, image_labels=True, **kw)
+    assert ds.element_spec["image_labels"] == tf.TensorSpec([2, 5 + 1], tf.float32)
+    plain = _first(streams.unlabeled_dataset(pattern, **kw), 4)
+    seen = 0
+    for batch, other in zip(_first(ds, 4), plain):
+        assert sorted(batch) == ["human_region", "id", "image", "image_labels"]
+        for key in other:  # the switch adds a key and changes nothing else
+            np.testing.assert_array_equal(batch[key], other[key], err_msg=key)
+        for i, image_id in enumerate(batch["id"]):
+            expected = _expected_image_labels(arrays[image_id.decode()], "all4")
+            np.testing.assert_array_equal(batch["image_labels"][i], expected)
+            seen += expected[1:].sum() > 0
+    assert seen > 0  # the case has images with parts
+
+
+def test_image_level_labels_of_every_image(split):
+    pattern, arrays = split
+    labels = streams.image_level_labels(pattern, scheme="head")
+    assert sorted(labels) == sorted(arrays)
+    for image_id, a in arrays.items():
+        np.testing.assert_array_equal(labels[image_id], _expected_image_labels(a, "head"))
+
+
+@pytest.mark.parametrize("method,image_labels", [("coseg", False), ("gmp", True),
+                                                 ("em_adapt", True)])
+def test_train_dataset_carries_image_labels_only_when_asked(split, method, image_labels):
+    pattern, arrays = split
+    ds = streams.train_dataset(pattern, method=method, scheme="all4",
+                               labeled_ids=sorted(arrays)[:2], batch_labeled=1,
+                               batch_unlabeled=2, crop_size=CROP, image_labels=image_labels)
+    assert ("image_labels" in ds.element_spec["unlabeled"]) == image_labels
+    assert "image_labels" not in ds.element_spec["labeled"]
+
+
 @pytest.mark.parametrize("method", ["coseg", "supervised"])
 def test_train_dataset_structure(split, method):
     pattern, arrays = split

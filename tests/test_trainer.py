@@ -21,18 +21,23 @@ def mirrored_report():
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("method", ["supervised", "coseg"])
+METHOD_TERMS = {"supervised": (), "coseg": ("human", "coseg"), "gmp": ("gmp",),
+                "em_adapt": ("em_adapt", "em_pseudo_foreground")}
+
+
+@pytest.mark.parametrize("method", sorted(METHOD_TERMS))
 def test_mirrored_step_equals_single_device_step(mirrored_report, method):
     assert mirrored_report["devices"] == 2
     rep = mirrored_report[method]
     # The step did change the weights, by much more than the tolerance below.
     assert rep["max_weight_change"] > 1e-3
     assert rep["max_weight_diff"] < 1e-5, rep
-    for name in ("loss", "humanparts") + (("human", "coseg") if method == "coseg" else ()):
+    for name in ("loss", "humanparts") + METHOD_TERMS[method]:
         assert rep["losses_mirrored"][name] == pytest.approx(
             rep["losses_single"][name], rel=1e-5, abs=1e-6), name
-    if method == "coseg":
-        assert rep["losses_mirrored"]["coseg"] > 0
+    for name in METHOD_TERMS[method]:
+        # each method's own term is tracked and was not zero
+        assert rep["losses_mirrored"][name] > 0, name
 
 
 def _tiny_trainer(method, num_classes=3, **kw):
@@ -120,4 +125,37 @@ def test_coseg_total_is_the_weighted_sum():
 
 def test_unknown_method_is_refused():
     with pytest.raises(ValueError, match="unknown method"):
-        _tiny_trainer("gmp")
+        _tiny_trainer("mean_teacher")
+
+
+def _with_image_labels(batch, labels=(1, 1, 0)):
+    n_u = len(batch["unlabeled"]["image"])
+    return {"labeled": batch["labeled"],
+            "unlabeled": dict(batch["unlabeled"],
+                              image_labels=np.tile(np.float32(labels), (n_u, 1)))}
+
+
+@pytest.mark.parametrize("method", ["supervised", "coseg"])
+def test_image_labels_never_reach_a_coseg_or_supervised_step(method):
+    trainer = _tiny_trainer(method)
+    batch = _with_image_labels(_batch(np.random.default_rng(4)))
+    with pytest.raises(ValueError, match="must not see image-level labels"):
+        trainer.compute_losses(batch, training=False)
+
+
+@pytest.mark.parametrize("method", ["gmp", "em_adapt"])
+def test_image_label_methods_need_image_labels(method):
+    trainer = _tiny_trainer(method)
+    with pytest.raises(ValueError, match="needs 'image_labels'"):
+        trainer.compute_losses(_batch(np.random.default_rng(5)), training=False)
+
+
+@pytest.mark.parametrize("method,term", [("gmp", "gmp"), ("em_adapt", "em_adapt")])
+def test_image_label_methods_total_is_the_weighted_sum(method, term):
+    trainer = _tiny_trainer(method, image_label_weight=0.25)
+    batch = _with_image_labels(_batch(np.random.default_rng(6)))
+    res, aux = trainer.compute_losses(batch, training=False)
+    assert aux is None and term in res and "coseg" not in res and "human" not in res
+    expected = res["humanparts"] + 0.25 * res[term]
+    np.testing.assert_allclose(res["loss"].numpy(), expected.numpy(), rtol=1e-6)
+    assert res[term].numpy() > 0

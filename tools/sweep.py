@@ -14,7 +14,8 @@ Writes RUN_DIR/SWEEP.md (Table 2's layout, mean ± std over seeds, final and
 last-three), RUN_DIR/sweep.json (every number) and RUN_DIR/figure4.png (mean IoU against
 n_f, one line per method, error bars = std over seeds, the ceiling as a line).
 Extra methods (`coseg_alpha0`: L_coseg only; `coseg_beta0`: L_human only) are the
-ablations DESIGN §6 asks for.
+ablations DESIGN §6 asks for; `gmp` and `em_adapt` are Table 2's baselines that read
+the unlabeled images' image-level labels (marked so in the table).
 """
 
 from __future__ import annotations
@@ -41,7 +42,11 @@ METHODS = {
     "coseg": {"method": "coseg"},
     "coseg_beta0": {"method": "coseg", "beta": 0.0},    # L_human only
     "coseg_alpha0": {"method": "coseg", "alpha": 0.0},  # L_coseg only
+    # Table 2's baselines that read the unlabeled images' image-level labels
+    "gmp": {"method": "gmp"},
+    "em_adapt": {"method": "em_adapt"},
 }
+IMAGE_LABEL_METHODS = ("gmp", "em_adapt")
 
 
 def define_flags():
@@ -172,7 +177,8 @@ def markdown(rows, parts, num_train):
     for r in order:
         n = r["num_labeled"] if r["num_labeled"] is not None else num_train
         cells = [_cell(r["final"][p]) for p in parts]
-        lines.append(f"| {r['method']} | {n} | {len(r['seeds'])} | " + " | ".join(cells)
+        label = r["method"] + (" (image labels)" if r["method"] in IMAGE_LABEL_METHODS else "")
+        lines.append(f"| {label} | {n} | {len(r['seeds'])} | " + " | ".join(cells)
                      + f" | {_cell(r['final']['mean'])} | {_cell(r['lastk']['mean'])} |")
     mining = [r for r in order if "mining" in r]
     if mining:
@@ -264,6 +270,8 @@ def main(argv):
         for k, v in (("num_labeled", FLAGS.num_labeled), ("seeds", FLAGS.seeds),
                      ("methods", FLAGS.methods), ("recipe", FLAGS.recipe),
                      ("run_dir", FLAGS.run_dir)))
+    if FLAGS.steps:
+        command += f" --steps={FLAGS.steps}"
     with open(os.path.join(FLAGS.run_dir, "SWEEP.md"), "w") as f:
         f.write(f"# Sweep\n\n`{command}`\n\nScheme `{scheme.name}`, part IoU in %, "
                 "mean ± std over labeled-set seeds, final checkpoint; 'last 3' is the mean "
