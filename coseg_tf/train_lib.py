@@ -150,8 +150,10 @@ def validate(config: TrainConfig):
                               "nothing is downloaded. Or pass --init=random.")
         if not tf.io.gfile.exists(config.init_weights):
             raise ConfigError(f"--init_weights: no such file {config.init_weights}")
+    elif config.init == "run":
+        _check_init_run(config, scheme)
     elif config.init != "random":
-        raise ConfigError(f"--init={config.init!r}: vgg16 or random")
+        raise ConfigError(f"--init={config.init!r}: vgg16, run or random")
     for flag in ("train_data", "val_data"):
         pattern = getattr(config, flag)
         if pattern is None:
@@ -394,6 +396,11 @@ def build_trainer(config: TrainConfig, scheme, *, steps_per_execution=1):
         dropout_rate=config.dropout_rate)
     if config.init == "vgg16":
         weights_lib.load_vgg16_weights(network, config.init_weights)
+    elif config.init == "run":
+        # Network weights of another run (e.g. a supervised warm-up shared by several
+        # methods); the optimizer and the learning-rate schedule start afresh.
+        source, _ = load_network(*_init_run_dir(config.init_weights))
+        network.set_weights(source.get_weights())
     multi_worker = distribute.is_multi_worker(tf.distribute.get_strategy())
     trainer_class = _MultiWorkerTrainer if multi_worker else trainer_lib.CosegTrainer
     trainer = trainer_class(
@@ -539,6 +546,37 @@ def run_training(config: TrainConfig):
 
 def _without_ids(element):
     return {k: v for k, v in element.items() if k != "id"}
+
+
+def _init_run_dir(init_weights):
+    """The run directory of --init=run's --init_weights (RUN_DIR or RUN_DIR/checkpoints/X)."""
+    path = init_weights.rstrip("/")
+    if path.endswith(".weights.h5"):
+        return os.path.dirname(os.path.dirname(path)), path
+    return path, "last"
+
+
+def _check_init_run(config, scheme):
+    """--init=run: the source run exists and has this run's classes and width."""
+    if not config.init_weights:
+        raise ConfigError("--init=run needs --init_weights=RUN_DIR (a training run whose "
+                          "last checkpoint starts this run) or a .weights.h5 inside one")
+    run_dir, checkpoint = _init_run_dir(config.init_weights)
+    try:
+        info = read_model_info(run_dir)
+    except ConfigError as e:
+        raise ConfigError(f"--init_weights: {e}") from None
+    if checkpoint == "last":
+        checkpoint = os.path.join(run_dir, "checkpoints", "last.weights.h5")
+    if not tf.io.gfile.exists(checkpoint):
+        raise ConfigError(f"--init_weights: no checkpoint {checkpoint}")
+    if info["num_classes"] != scheme.num_classes or info.get("parts") not in (None, scheme.name):
+        raise ConfigError(f"--init_weights: {run_dir} was trained with --parts="
+                          f"{info.get('parts')} ({info['num_classes']} classes), this run "
+                          f"with --parts={scheme.name} ({scheme.num_classes})")
+    if info["width_multiplier"] != config.width_multiplier:
+        raise ConfigError(f"--init_weights: {run_dir} has --width_multiplier="
+                          f"{info['width_multiplier']}, this run {config.width_multiplier}")
 
 
 def read_model_info(model_dir):

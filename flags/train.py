@@ -47,11 +47,15 @@ def define_model_flags():
     # === Model ===
     flags.DEFINE_float("width_multiplier", 1.0,
                        "Scales every channel count (1.0 = DeepLab-LargeFOV; 0.25 for CPU).")
-    flags.DEFINE_enum("init", "vgg16", ["vgg16", "random"],
-                      "vgg16: load --init_weights; random: fresh initialisation.")
+    flags.DEFINE_enum("init", "vgg16", ["vgg16", "run", "random"],
+                      "vgg16: ImageNet weights from --init_weights; run: the network of "
+                      "another run (--init_weights=RUN_DIR, its last checkpoint, or a "
+                      ".weights.h5 inside it; same --parts and --width_multiplier); "
+                      "random: fresh initialisation.")
     flags.DEFINE_string("init_weights", None,
-                        "Local VGG16 ImageNet weights in the layout of Keras' "
-                        "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5.")
+                        "--init=vgg16: local VGG16 ImageNet weights in the layout of Keras' "
+                        "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5; --init=run: a "
+                        "run directory or one of its checkpoints.")
     flags.DEFINE_float("dropout_rate", 0.5, "Dropout after fc6 and fc7.")
 
 

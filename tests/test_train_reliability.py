@@ -306,3 +306,30 @@ def test_bad_strategy_setting_is_a_config_error(tfrecords, tmp_path, monkeypatch
     with pytest.raises(ConfigError, match="needs the TF_CONFIG environment variable"):
         train_lib.run_training(_config(tfrecords, tmp_path / "run", strategy="multi_worker"))
     assert not (tmp_path / "run").exists()
+
+
+# === --init=run: start from another run's network ===
+def test_init_run_starts_from_the_source_network(tfrecords, trained_run, tmp_path):
+    source, _ = train_lib.load_network(str(trained_run), "last")
+    config = _config(tfrecords, tmp_path / "warm", init="run",
+                     init_weights=str(trained_run), method="supervised", steps=1)
+    trainer = train_lib.build_trainer(config, train_lib.validate(config)[0])
+    for a, b in zip(source.get_weights(), trainer.network.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    # and a whole run from it trains
+    train_lib.run_training(config)
+    assert os.path.exists(tmp_path / "warm" / "DONE")
+
+
+@pytest.mark.parametrize("override, words", [
+    ({"init_weights": None}, "--init=run needs --init_weights"),
+    ({"init_weights": "/nonexistent/run"}, "--init_weights"),
+    ({"parts": "head"}, "--parts=all4"),
+    ({"width_multiplier": 0.125}, "--width_multiplier=0.0625"),
+])
+def test_init_run_refuses_a_missing_or_different_source(tfrecords, trained_run, tmp_path,
+                                                        override, words):
+    kw = dict(init="run", init_weights=str(trained_run))
+    kw.update(override)
+    with pytest.raises(ConfigError, match=words.replace("(", r"\(")):
+        train_lib.validate(_config(tfrecords, tmp_path / "x", **kw))
