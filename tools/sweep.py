@@ -42,6 +42,12 @@ METHODS = {
     "coseg": {"method": "coseg"},
     "coseg_beta0": {"method": "coseg", "beta": 0.0},    # L_human only
     "coseg_alpha0": {"method": "coseg", "alpha": 0.0},  # L_coseg only
+    # alpha = beta = 1: the paper's 0.001 on DESIGN's per-image MEAN losses gives L_coseg
+    # a gradient ~1000x smaller than L_humanparts' (docs/RESULTS.md); the same ratio
+    # between L_human and L_coseg, both on L_humanparts' scale, and its ablations.
+    "coseg_w1": {"method": "coseg", "alpha": 1.0, "beta": 1.0},
+    "coseg_w1_beta0": {"method": "coseg", "alpha": 1.0, "beta": 0.0},   # L_human only
+    "coseg_w1_alpha0": {"method": "coseg", "alpha": 0.0, "beta": 1.0},  # L_coseg only
     # Table 2's baselines that read the unlabeled images' image-level labels
     "gmp": {"method": "gmp"},
     "em_adapt": {"method": "em_adapt"},
@@ -65,23 +71,42 @@ def define_flags():
     flags.DEFINE_string("train_data", None, "TFRecords instead of the synthetic data.")
     flags.DEFINE_string("val_data", None, "Validation TFRecords (with --train_data).")
     flags.DEFINE_integer("last_k", 3, "Checkpoints averaged in the 'last three' column.")
+    flags.DEFINE_integer("warmup_steps", 0,
+                         "Supervised warm-up steps on each labeled set before the methods "
+                         "(0 = none): one warm-up run per (n_f, seed), shared by every "
+                         "method, which then trains --steps more steps from it.")
+    flags.DEFINE_boolean("aggregate_only", False,
+                         "Train nothing: tabulate the finished runs of the grid (e.g. "
+                         "after several sweep processes shared one --run_dir).")
     flags.DEFINE_boolean("dry_run", False, "Only list the runs.")
 
 
-def grid(num_labeled, seeds, methods, ceiling):
-    """[(run name, label, n_f or None, seed, overrides)] in the order they are trained."""
+def warmup_name(n, seed):
+    return f"warmup_nf{n}_seed{seed}" if n is not None else "warmup_all"
+
+
+def grid(num_labeled, seeds, methods, ceiling, warmup=False):
+    """[(run name, label, n_f or None, seed, overrides)] in the order they are trained.
+
+    With `warmup`, each run's overrides name its warm-up run (`warmup_name`) under
+    "warmup"; `main` trains that first and starts the run from it.
+    """
+    for m in methods:
+        if m not in METHODS:
+            raise ValueError(f"--methods: unknown method {m!r}; choose from "
+                             f"{', '.join(METHODS)}")
     runs = []
     for n in num_labeled:
         for seed in seeds:
             for m in methods:
-                if m not in METHODS:
-                    raise ValueError(f"--methods: unknown method {m!r}; choose from "
-                                     f"{', '.join(METHODS)}")
                 runs.append((f"{m}_nf{n}_seed{seed}", m, n, seed,
                              dict(METHODS[m], num_labeled=n, labeled_seed=seed)))
     if ceiling:
         runs.append(("supervised_all", "supervised_all", None, 0,
                      {"method": "supervised"}))
+    if warmup:
+        runs = [(name, m, n, seed, dict(o, warmup=warmup_name(n, seed)))
+                for name, m, n, seed, o in runs]
     return runs
 
 
@@ -242,10 +267,11 @@ def main(argv):
     bad = [n for n in num_labeled if not 0 < n <= num_train]
     if bad:
         raise app.UsageError(f"--num_labeled: {bad} outside 1..{num_train} (training images)")
-    runs = grid(num_labeled, [int(s) for s in FLAGS.seeds], FLAGS.methods, FLAGS.ceiling)
+    runs = grid(num_labeled, [int(s) for s in FLAGS.seeds], FLAGS.methods, FLAGS.ceiling,
+                warmup=FLAGS.warmup_steps > 0)
     if FLAGS.dry_run:
         for r in runs:
-            print(r[0])
+            print(r[0] + (f" (from {r[4]['warmup']})" if "warmup" in r[4] else ""))
         return 0
     scheme = schema.get_scheme(recipe.get("parts", "all4"))
     parts = [c for c in scheme.class_names if c not in ("background", "other")]
@@ -254,6 +280,21 @@ def main(argv):
         if n is None:
             overrides = dict(overrides, num_labeled=num_train)
         model_dir = os.path.join(FLAGS.run_dir, name)
+        if FLAGS.aggregate_only:
+            if os.path.exists(os.path.join(model_dir, "DONE")):
+                results[name] = {"eval": evaluate_checkpoints(model_dir, val_data, FLAGS.last_k),
+                                 "mining": mining_summary(model_dir)}
+            continue
+        if "warmup" in overrides:
+            # The warm-up: supervised on the same labeled set, trained once and shared
+            # by every method of this (n_f, seed); each method starts from its weights.
+            warm = overrides.pop("warmup")
+            warm_dir = os.path.join(FLAGS.run_dir, warm)
+            experiments.train_run(warm_dir, recipe, {
+                "method": "supervised", "num_labeled": overrides["num_labeled"],
+                "labeled_seed": overrides.get("labeled_seed", 0)},
+                train_data, val_data, FLAGS.warmup_steps, recipe_path=FLAGS.recipe)
+            overrides = dict(overrides, init="run", init_weights=warm_dir)
         experiments.log(f"run {i}/{len(runs)}: {name}", tag="sweep")
         experiments.train_run(model_dir, recipe, dict(overrides, keep_checkpoints=True),
                               train_data, val_data, FLAGS.steps, recipe_path=FLAGS.recipe)
@@ -272,8 +313,14 @@ def main(argv):
                      ("run_dir", FLAGS.run_dir)))
     if FLAGS.steps:
         command += f" --steps={FLAGS.steps}"
+    if FLAGS.warmup_steps:
+        command += f" --warmup_steps={FLAGS.warmup_steps}"
     with open(os.path.join(FLAGS.run_dir, "SWEEP.md"), "w") as f:
-        f.write(f"# Sweep\n\n`{command}`\n\nScheme `{scheme.name}`, part IoU in %, "
+        schedule = (f"Every run: {FLAGS.warmup_steps} supervised warm-up steps on its labeled "
+                    f"set (one warm-up per n_f and seed, shared by the methods), then "
+                    f"{FLAGS.steps or recipe.get('steps')} steps of the method. "
+                    if FLAGS.warmup_steps else "")
+        f.write(f"# Sweep\n\n`{command}`\n\n{schedule}Scheme `{scheme.name}`, part IoU in %, "
                 "mean ± std over labeled-set seeds, final checkpoint; 'last 3' is the mean "
                 f"of the last three interval checkpoints.\n\n{table}\n\n"
                 "![Figure 4](figure4.png)\n")
