@@ -68,7 +68,7 @@ def test_sweep_aggregates_over_seeds(tmp_path, recipe):
     data, runs = tmp_path / "data", tmp_path / "runs"
     args = [f"--data_dir={data}", f"--run_dir={runs}", f"--recipe={recipe}",
             "--num_images=16", "--image_size=80", "--num_labeled=2", "--seeds=0,1",
-            "--methods=supervised,coseg,gmp,em_adapt"]
+            "--methods=supervised,coseg,gmp,em_adapt", "--warmup_steps=2"]
     proc = _run("sweep.py", args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     sweep = json.loads((runs / "sweep.json").read_text())
@@ -90,4 +90,20 @@ def test_sweep_aggregates_over_seeds(tmp_path, recipe):
         assert (runs / name / "image_labels.tsv").exists()
     for name in ("coseg_nf2_seed0", "supervised_nf2_seed1", "supervised_all"):
         assert not (runs / name / "image_labels.tsv").exists()
+    # One supervised warm-up per labeled set (and one for the ceiling), shared by the
+    # methods, which start from it.
+    for seed in (0, 1):
+        warm = json.loads((runs / f"warmup_nf2_seed{seed}" / "config.json").read_text())
+        assert warm["method"] == "supervised" and warm["labeled_seed"] == seed
+        for m in ("supervised", "coseg", "gmp", "em_adapt"):
+            config = json.loads((runs / f"{m}_nf2_seed{seed}" / "config.json").read_text())
+            assert config["init"] == "run"
+            assert config["init_weights"] == str(runs / f"warmup_nf2_seed{seed}")
+    assert json.loads((runs / "supervised_all" / "config.json").read_text())[
+        "init_weights"] == str(runs / "warmup_all")
+    assert "2 supervised warm-up steps" in table
+    # A second process can tabulate what is finished without training anything.
+    again = _run("sweep.py", args + ["--aggregate_only"])
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "train:" not in again.stdout
     assert (runs / "figure4.png").stat().st_size > 1000
