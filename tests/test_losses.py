@@ -502,3 +502,32 @@ def test_tf_function_with_unknown_batch_matches_eager():
     class1 = ((1 - math.log(2 + E)) + (0 - math.log(E + 2))) / 2
     class2 = 2 - math.log(2 + E**2)
     assert traced["coseg"].numpy() == pytest.approx(-(class1 + class2) / 2, rel=1e-6)
+
+
+def test_mining_is_exact_when_features_encode_the_class():
+    """Features that are the one-hot of the true class: every mined position is of the
+    class it was mined for (what the mining-precision metric reads as 100 %). Low
+    precision in training is then the representation's, not the mining's."""
+    rng = np.random.default_rng(7)
+    num_classes, h, w = 4, 6, 6
+    labels_u = rng.integers(0, num_classes, (3, h, w))
+    region_u = (rng.uniform(size=(3, h, w)) > 0.2).astype(np.float32)
+    labels_u[region_u == 0] = 0
+    # the labeled image is unlabeled image 1 with another layout of the same classes
+    labels_f = labels_u[1:2].copy()
+    onehot = lambda lab, reg: (np.eye(num_classes, dtype=np.float32)[lab]  # noqa: E731
+                               * reg[..., None])
+    region_f = (labels_f > 0).astype(np.float32)
+    logits_f = 3 * np.eye(num_classes, dtype=np.float32)[labels_f]
+    _, aux = losses.coseg_loss(
+        logits_labeled=_f32(logits_f), labels=_i32(labels_f),
+        features_labeled=_f32(onehot(labels_f, np.maximum(region_f, 1))),
+        logits_unlabeled=_f32(rng.normal(size=(3, h, w, num_classes))),
+        features_unlabeled=_f32(onehot(labels_u, region_u)),
+        region_unlabeled=_f32(region_u), num_classes=num_classes)
+    target = int(aux["targets"][0])
+    mined = aux["mined"].numpy()[0]  # [C, h*w]
+    hidden = labels_u[target].reshape(-1)
+    assert mined[1:].sum() > 0
+    for c in range(1, num_classes):
+        assert np.all(hidden[mined[c] > 0] == c), c
