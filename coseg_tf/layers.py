@@ -18,17 +18,6 @@ where the shifted input lies inside the map is multiplied; a tap that lies wholl
 the map (a map smaller than the dilation) is skipped when the shape is static. With a
 static spatial shape the layer also keeps the static output shape.
 
-oneDNN. When TensorFlow's oneDNN optimisations are on (`TF_ENABLE_ONEDNN_OPTS=1` set
-before TensorFlow is imported; TF 2.21 leaves them OFF by default on CPUs without
-AVX-512, such as this AMD AVX2 machine), the graph rewrite turns `Conv2D` into oneDNN's
-convolution, which takes `dilations` directly: no SpaceToBatch, no per-tap copies. The
-layer then calls `tf.nn.conv2d(..., dilations=...)` itself (note: `tf.nn.convolution`
-and hence a dilated `keras.layers.Conv2D` would still go through SpaceToBatch). Measured
-forward+backward, batch 8 on 21x21 (width 0.25) and batch 4 on 41x41 (width 1.0): fc6
-(dilation 12) 0.84x and 1.0x the per-tap time; a conv5-shaped layer (dilation 2)
-0.46x and 0.70x the per-tap time and ~0.8x the SpaceToBatch Conv2D. Without oneDNN the
-plain CPU `Conv2D` kernel refuses dilations > 1, and the per-tap form is used.
-
 `VGGPreprocessing` turns RGB images in 0..255 into what the Keras VGG16 ImageNet weights
 expect (BGR minus the ImageNet channel means), inside the model.
 """
@@ -49,20 +38,6 @@ def _pair(value, name):
         raise ValueError(f"`{name}` must be a positive int or a pair of positive ints, "
                          f"got {value!r}")
     return value
-
-
-def onednn_enabled():
-    """Whether TensorFlow's oneDNN graph rewrite is on in this process.
-
-    Read from TensorFlow's own switch (it reads `TF_ENABLE_ONEDNN_OPTS`, or its
-    CPU-dependent default, once at start-up). False if that switch cannot be read: the
-    per-tap form is correct everywhere.
-    """
-    try:
-        from tensorflow.python.util import _pywrap_util_port  # pylint: disable=g-import-not-at-top
-        return bool(_pywrap_util_port.IsMklEnabled())
-    except (ImportError, AttributeError):  # a TensorFlow without that private switch.
-        return False
 
 
 def _is_static(*values):
@@ -176,29 +151,13 @@ class DilatedConv2D(keras.layers.Layer):
     def call(self, inputs):
         # inputs: [B, H, W, cin]
         x = tf.convert_to_tensor(inputs)
-        # kernel: [kh, kw, cin, filters], in the compute dtype (mixed precision).
-        kernel = tf.cast(tf.convert_to_tensor(self.kernel), x.dtype)
-        if onednn_enabled():
-            # oneDNN's convolution: 'SAME' pads (k - 1) * d // 2 before, as `_offsets`.
-            outputs = tf.nn.conv2d(x, kernel, strides=1, padding="SAME",
-                                   dilations=self.dilation_rate)
-        else:
-            outputs = self._per_tap(x, kernel)
-        # outputs: [B, H, W, filters]
-        if self.use_bias:
-            outputs = tf.nn.bias_add(outputs, tf.cast(tf.convert_to_tensor(self.bias),
-                                                      x.dtype))
-        if self.activation is not None:
-            outputs = self.activation(outputs)
-        return outputs
-
-    def _per_tap(self, x, kernel):
-        """The convolution without bias: one matrix product per tap (see the module)."""
         dynamic = tf.shape(x)
         batch = x.shape[0] if x.shape[0] is not None else dynamic[0]
         height = x.shape[1] if x.shape[1] is not None else dynamic[1]
         width = x.shape[2] if x.shape[2] is not None else dynamic[2]
         in_channels = x.shape[-1]
+        # kernel: [kh, kw, cin, filters], in the compute dtype (mixed precision).
+        kernel = tf.cast(tf.convert_to_tensor(self.kernel), x.dtype)
         row_offsets, col_offsets = self._offsets()
 
         outputs = None
@@ -223,6 +182,11 @@ class DilatedConv2D(keras.layers.Layer):
         if outputs is None:  # Every tap reads padding only (an even kernel on a tiny map).
             outputs = tf.zeros([batch, height, width, self.filters], x.dtype)
         # outputs: [B, H, W, filters]
+        if self.use_bias:
+            outputs = tf.nn.bias_add(outputs, tf.cast(tf.convert_to_tensor(self.bias),
+                                                      x.dtype))
+        if self.activation is not None:
+            outputs = self.activation(outputs)
         return outputs
 
     def compute_output_shape(self, input_shape):

@@ -10,12 +10,16 @@ Prints forward+backward seconds of
      per input pixel at 161^2 over that at 321^2 (1.0 = small crops cost no more per
      pixel).
 
+Whether TensorFlow's oneDNN rewrite is on changes every number here (TF 2.21 leaves it
+OFF on this AMD AVX2 CPU unless `TF_ENABLE_ONEDNN_OPTS=1` is set before TensorFlow is
+imported; see docs/PERFORMANCE.md, "Against PyTorch"); the first line printed says which.
+
 Each timing is the best of a few interleaved runs after a warm-up run; a case slower
 than `--budget` seconds stops repeating (one slower than that at warm-up is timed by its
 warm-up run). Runs in about one to two minutes on two
 idle cores; timings on a shared machine are noisy, compare within a line.
 
-    python tools/bench_fc6.py [--budget=4] [--skip_full_width_conv2d]
+    [TF_ENABLE_ONEDNN_OPTS=1] python tools/bench_fc6.py [--budget=4] [--skip_full_width_conv2d]
 """
 
 import os
@@ -36,6 +40,15 @@ _BUDGET = flags.DEFINE_float(
 _SKIP_FULL_WIDTH_CONV2D = flags.DEFINE_bool(
     "skip_full_width_conv2d", False,
     "Skip the dilated Conv2D at width 1.0 (tens of seconds on a 21x21 map).")
+
+
+def _onednn_enabled():
+    """Whether TensorFlow's oneDNN graph rewrite is on (None if it cannot be read)."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port  # noqa: E501  (private switch)
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):
+        return None
 
 
 def _time_runs(steps, budget, max_runs=5):
@@ -167,6 +180,8 @@ def _model_table():
 def main(argv):
     del argv
     start = time.perf_counter()
+    onednn = {True: "on", False: "off", None: "unknown"}[_onednn_enabled()]
+    print(f"TensorFlow's oneDNN rewrite: {onednn}")
     _layer_table("fc6", 12, _SKIP_FULL_WIDTH_CONV2D.value)
     _layer_table("conv5 (one layer)", 2, False)
     _model_table()
