@@ -47,8 +47,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from coseg_tf.losses import (BACKGROUND, _check_logits, _check_spatial, _flatten_positions,
-                             _mean_over_valid, _region_mask)
+from coseg_tf.losses import (BACKGROUND, _check_logits, _check_logits_and_region,
+                             _check_spatial, _flatten_positions, _mean_over_valid)
 
 # Papandreou et al. (2015), image-level labels: shares of the image given to each
 # present foreground class and to the background in the E-step.
@@ -87,12 +87,7 @@ def gmp_loss(*, logits, region, image_labels):
       float32 scalar.
     """
     where = "gmp_loss"
-    logits = _check_logits(logits, None, where)
-    if logits.shape[-1] is not None and logits.shape[-1] < 2:
-        raise ValueError(f"{where}: logits need a background and at least one other "
-                         f"class, got {logits.shape[-1]} channel(s)")
-    inside = _region_mask(region, where)
-    _check_spatial(logits, inside, where, "region")
+    logits, inside = _check_logits_and_region(logits, region, where)
     labels = _check_image_labels(image_labels, logits, where)
     # [B, h*w, C] logits, [B, h*w, 1] region
     flat = _flatten_positions(logits)
@@ -132,9 +127,8 @@ def em_adapt_pseudo_labels(*, logits, region, image_labels, fg_share=DEFAULT_FG_
     for name, share in (("fg_share", fg_share), ("bg_share", bg_share)):
         if not 0.0 < float(share) <= 1.0:
             raise ValueError(f"{where}: {name} must be in (0, 1], got {share}")
-    logits = tf.stop_gradient(_check_logits(logits, None, where))
-    inside = _region_mask(region, where)
-    _check_spatial(logits, inside, where, "region")
+    logits, inside = _check_logits_and_region(logits, region, where)
+    logits = tf.stop_gradient(logits)
     labels = _check_image_labels(image_labels, logits, where)
     num_classes = tf.shape(logits)[-1]
     # [B, C] present classes, background always

@@ -221,6 +221,18 @@ def _region_mask(region, where):
     return tf.cast(tf.cast(region, tf.float32) > 0.5, tf.float32)
 
 
+def _check_logits_and_region(logits, region, where):
+    """float32 logits [B, h, w, C] (C >= 2, class 0 the background) and the {0, 1}
+    region mask [B, h, w] of the same spatial size."""
+    logits = _check_logits(logits, None, where)
+    if logits.shape[-1] is not None and logits.shape[-1] < 2:
+        raise ValueError(f"{where}: logits need a background and at least one other "
+                         f"class, got {logits.shape[-1]} channel(s)")
+    inside = _region_mask(region, where)
+    _check_spatial(logits, inside, where, "region")
+    return logits, inside
+
+
 def _mean_over_valid(values, valid):
     """Mean of `values` [B] over the entries where `valid` [B] holds; 0 when none."""
     valid = tf.cast(valid, tf.float32)
@@ -282,13 +294,8 @@ def human_loss(*, logits, region):
       float32 scalar.
     """
     where = "human_loss"
-    logits = _check_logits(logits, None, where)
-    if logits.shape[-1] is not None and logits.shape[-1] < 2:
-        raise ValueError(f"{where}: logits need a background and at least one other "
-                         f"class, got {logits.shape[-1]} channel(s)")
-    # [B, h, w]
-    inside = _region_mask(region, where)
-    _check_spatial(logits, inside, where, "region")
+    # [B, h, w, C], [B, h, w]
+    logits, inside = _check_logits_and_region(logits, region, where)
     # [B, h, w] log(1 - p_0) = log sum_{c>=1} exp(l_c) - log sum_c exp(l_c)
     log_not_background = (tf.reduce_logsumexp(logits[..., 1:], axis=-1)
                           - tf.reduce_logsumexp(logits, axis=-1))
