@@ -23,14 +23,10 @@ import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# The quarter-width CPU recipe runs ~1.5x faster with TensorFlow's oneDNN kernels, which
-# TF 2.21 leaves off on CPUs without AVX-512 (docs/PERFORMANCE.md, "Against PyTorch");
-# read once, when TensorFlow is imported. An explicit TF_ENABLE_ONEDNN_OPTS=0 wins.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 from absl import app, flags  # noqa: E402
 
-from tools import experiments  # noqa: E402
+from tools import experiments  # noqa: E402  (turns oneDNN on: before TensorFlow)
 
 FLAGS = flags.FLAGS
 

@@ -28,15 +28,11 @@ import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# The CPU recipes run ~1.5x faster with TensorFlow's oneDNN kernels, which TF 2.21 leaves
-# off on CPUs without AVX-512 (docs/PERFORMANCE.md, "Against PyTorch"); read once, when
-# TensorFlow is imported. An explicit TF_ENABLE_ONEDNN_OPTS=0 wins.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 from absl import app, flags  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tools import experiments  # noqa: E402
+from tools import experiments  # noqa: E402  (turns oneDNN on: before TensorFlow)
 
 FLAGS = flags.FLAGS
 
@@ -56,7 +52,6 @@ METHODS = {
     "gmp": {"method": "gmp"},
     "em_adapt": {"method": "em_adapt"},
 }
-IMAGE_LABEL_METHODS = ("gmp", "em_adapt")
 
 
 def define_flags():
@@ -152,6 +147,12 @@ def mining_summary(model_dir):
     return {k: float(v) for k, v in last.items() if k.startswith("mining_")}
 
 
+def run_result(model_dir, val_data, last_k):
+    """What the tables read of a finished run: its checkpoint evaluations and mining."""
+    return {"eval": evaluate_checkpoints(model_dir, val_data, last_k),
+            "mining": mining_summary(model_dir)}
+
+
 def _mean_std(values):
     values = [v for v in values if v is not None]
     if not values:
@@ -191,6 +192,13 @@ def aggregate(results, runs, class_names, parts):
     return rows
 
 
+def _reads_image_labels(name):
+    """Whether the sweep method `name` trains a method that reads image-level labels."""
+    from coseg_tf import trainer as trainer_lib
+
+    return METHODS.get(name, {}).get("method") in trainer_lib.IMAGE_LABEL_METHODS
+
+
 def _cell(ms):
     mean, std = ms
     if mean is None:
@@ -206,7 +214,7 @@ def markdown(rows, parts, num_train):
     for r in order:
         n = r["num_labeled"] if r["num_labeled"] is not None else num_train
         cells = [_cell(r["final"][p]) for p in parts]
-        label = r["method"] + (" (image labels)" if r["method"] in IMAGE_LABEL_METHODS else "")
+        label = r["method"] + (" (image labels)" if _reads_image_labels(r["method"]) else "")
         lines.append(f"| {label} | {n} | {len(r['seeds'])} | " + " | ".join(cells)
                      + f" | {_cell(r['final']['mean'])} | {_cell(r['lastk']['mean'])} |")
     mining = [r for r in order if "mining" in r]
@@ -286,8 +294,7 @@ def main(argv):
         model_dir = os.path.join(FLAGS.run_dir, name)
         if FLAGS.aggregate_only:
             if os.path.exists(os.path.join(model_dir, "DONE")):
-                results[name] = {"eval": evaluate_checkpoints(model_dir, val_data, FLAGS.last_k),
-                                 "mining": mining_summary(model_dir)}
+                results[name] = run_result(model_dir, val_data, FLAGS.last_k)
             continue
         if "warmup" in overrides:
             # The warm-up: supervised on the same labeled set, trained once and shared
@@ -302,8 +309,7 @@ def main(argv):
         experiments.log(f"run {i}/{len(runs)}: {name}", tag="sweep")
         experiments.train_run(model_dir, recipe, dict(overrides, keep_checkpoints=True),
                               train_data, val_data, FLAGS.steps, recipe_path=FLAGS.recipe)
-        results[name] = {"eval": evaluate_checkpoints(model_dir, val_data, FLAGS.last_k),
-                         "mining": mining_summary(model_dir)}
+        results[name] = run_result(model_dir, val_data, FLAGS.last_k)
     rows = aggregate(results, runs, scheme.class_names, parts)
     os.makedirs(FLAGS.run_dir, exist_ok=True)
     with open(os.path.join(FLAGS.run_dir, "sweep.json"), "w") as f:
