@@ -44,6 +44,27 @@ FC6_DILATION = 12
 FC8_INIT_STDDEV = 0.01
 
 
+# Normalisation options (`norm`): "none" is the paper's network, the only one that takes
+# the VGG16 ImageNet weights; "batch" and "group" are for training from random
+# initialisation.
+NORMS = ("none", "batch", "group")
+# GroupNorm: at most this many groups, and at least this many channels in a group.
+GROUP_NORM_GROUPS = 32
+GROUP_NORM_MIN_CHANNELS = 4
+
+
+def _norm_layer(norm, channels, name):
+    """The normalisation layer of `norm` ("batch" or "group") for `channels` channels."""
+    if norm == "batch":
+        # Synchronised: under MirroredStrategy the statistics are those of the global
+        # batch, so training on N replicas equals training on one device.
+        return keras.layers.BatchNormalization(synchronized=True, name=name)
+    groups = max(1, min(GROUP_NORM_GROUPS, channels // GROUP_NORM_MIN_CHANNELS))
+    while channels % groups:
+        groups -= 1
+    return keras.layers.GroupNormalization(groups=groups, name=name)
+
+
 def scaled_channels(channels, width_multiplier):
     """Channel count `channels` scaled by `width_multiplier` (at least 1)."""
     return max(1, int(round(channels * width_multiplier)))
@@ -53,6 +74,7 @@ def build_deeplab_largefov(*,
                            num_classes,
                            width_multiplier=1.0,
                            dropout_rate=0.5,
+                           norm="none",
                            name="deeplab_largefov"):
     """Builds DeepLab-LargeFOV (VGG16) with the masking layer, output stride 8.
 
@@ -61,6 +83,12 @@ def build_deeplab_largefov(*,
         width_multiplier: float > 0 scaling every channel count (1.0 is the paper's
             network; 0.25 keeps tests and CPU demos small).
         dropout_rate: float in [0, 1), dropout after fc6 and after fc7.
+        norm: "none" (the paper's network), "batch" or "group": a normalisation layer
+            between every convolution of conv1-conv5, fc6 and fc7 and its ReLU, for
+            training from random initialisation (see NORMS). With a norm the
+            convolutions have no bias and a He-normal kernel initialisation; fc8 is
+            unchanged. "batch" uses synchronised statistics under a distribution
+            strategy (the statistics of the global batch).
         name: the model's name.
 
     Returns:
@@ -81,20 +109,31 @@ def build_deeplab_largefov(*,
     if not isinstance(dropout_rate, (int, float)) or not 0 <= dropout_rate < 1:
         raise ValueError(f"build_deeplab_largefov: `dropout_rate` must be in [0, 1), "
                          f"got {dropout_rate!r}")
+    if norm not in NORMS:
+        raise ValueError(f"build_deeplab_largefov: `norm` must be one of {NORMS}, "
+                         f"got {norm!r}")
     fc_channels = scaled_channels(FC_CHANNELS, width_multiplier)
 
     # === Layers ===
     preprocess = VGGPreprocessing(name="preprocess")
+
+    def conv_unit(conv_class, filters, kernel_size, name, **kwargs):
+        """[conv, ReLU] (norm "none", the paper's) or [conv, norm, ReLU], as layers."""
+        if norm == "none":
+            return [conv_class(filters, kernel_size, activation="relu", name=name, **kwargs)]
+        return [conv_class(filters, kernel_size, use_bias=False,
+                           kernel_initializer="he_normal", name=name, **kwargs),
+                _norm_layer(norm, filters, f"{name}_{norm}norm"),
+                keras.layers.ReLU(name=f"{name}_relu")]
+
     blocks = []
     for block, num_convs, channels in VGG16_BLOCKS:
         filters = scaled_channels(channels, width_multiplier)
-        convs = []
+        units = []
         for i in range(1, num_convs + 1):
-            conv_name = f"block{block}_conv{i}"
             dilation = CONV5_DILATION if block == 5 else 1
-            convs.append(keras.layers.Conv2D(filters, 3, padding="same",
-                                             dilation_rate=dilation, activation="relu",
-                                             name=conv_name))
+            units += conv_unit(keras.layers.Conv2D, filters, 3, f"block{block}_conv{i}",
+                               padding="same", dilation_rate=dilation)
         if block <= 3:
             # Stride 2, padding 1 on every side (see the module docstring).
             pool = [keras.layers.ZeroPadding2D(1, name=f"block{block}_pool_pad"),
@@ -103,12 +142,11 @@ def build_deeplab_largefov(*,
         else:
             pool = [keras.layers.MaxPooling2D(3, strides=1, padding="same",
                                               name=f"block{block}_pool")]
-        blocks.append(convs + pool)
+        blocks.append(units + pool)
     pool5a = keras.layers.AveragePooling2D(3, strides=1, padding="same", name="pool5a")
-    fc6 = DilatedConv2D(fc_channels, 3, dilation_rate=FC6_DILATION, activation="relu",
-                        name="fc6")
+    fc6 = conv_unit(DilatedConv2D, fc_channels, 3, "fc6", dilation_rate=FC6_DILATION)
     drop6 = keras.layers.Dropout(dropout_rate, name="drop6")
-    fc7 = keras.layers.Conv2D(fc_channels, 1, activation="relu", name="fc7")
+    fc7 = conv_unit(keras.layers.Conv2D, fc_channels, 1, "fc7")
     drop7 = keras.layers.Dropout(dropout_rate, name="drop7")
     # float32 under mixed precision too: the losses read m and the logits.
     masking = HumanMasking(stride=OUTPUT_STRIDE, name="masking", dtype="float32")
@@ -125,9 +163,13 @@ def build_deeplab_largefov(*,
         for layer in block_layers:
             x = layer(x)
     x = pool5a(x)
-    x = drop6(fc6(x))
+    for layer in fc6:
+        x = layer(x)
+    x = drop6(x)
+    for layer in fc7:
+        x = layer(x)
     # features: [B, h, w, F]
-    features = drop7(fc7(x))
+    features = drop7(x)
     masked_features = masking([features, human_region])
     logits = fc8(masked_features)
     return keras.Model(

@@ -70,6 +70,7 @@ class TrainConfig:
     init: str = "vgg16"
     init_weights: Optional[str] = None
     dropout_rate: float = 0.5
+    norm: str = "none"
     method: str = "coseg"
     alpha: float = 0.001
     beta: float = 0.001
@@ -154,6 +155,13 @@ def validate(config: TrainConfig):
         _check_init_run(config, scheme)
     elif config.init != "random":
         raise ConfigError(f"--init={config.init!r}: vgg16, run or random")
+    if config.norm not in model_lib.NORMS:
+        raise ConfigError(f"--norm={config.norm!r} is not one of {', '.join(model_lib.NORMS)}")
+    if config.norm != "none" and config.init == "vgg16":
+        raise ConfigError(f"--norm={config.norm} cannot start from --init=vgg16: the "
+                          "ImageNet VGG16 weights belong to the network without "
+                          "normalisation (--norm=none, the paper's); use --init=random "
+                          "with a norm")
     for flag in ("train_data", "val_data"):
         pattern = getattr(config, flag)
         if pattern is None:
@@ -393,7 +401,7 @@ def build_trainer(config: TrainConfig, scheme, *, steps_per_execution=1):
     keras.utils.set_random_seed(config.seed)
     network = model_lib.build_deeplab_largefov(
         num_classes=scheme.num_classes, width_multiplier=config.width_multiplier,
-        dropout_rate=config.dropout_rate)
+        dropout_rate=config.dropout_rate, norm=config.norm)
     if config.init == "vgg16":
         weights_lib.load_vgg16_weights(network, config.init_weights)
     elif config.init == "run":
@@ -455,7 +463,7 @@ def run_training(config: TrainConfig):
         _write_text(os.path.join(config.model_dir, "model.json"), json.dumps({
             "architecture": "deeplab_largefov", "parts": scheme.name,
             "class_names": list(scheme.class_names), "num_classes": scheme.num_classes,
-            "width_multiplier": config.width_multiplier,
+            "width_multiplier": config.width_multiplier, "norm": config.norm,
             "human_region": config.human_region,
         }, indent=2) + "\n")
         if config.method in trainer_lib.IMAGE_LABEL_METHODS:
@@ -577,6 +585,9 @@ def _check_init_run(config, scheme):
     if info["width_multiplier"] != config.width_multiplier:
         raise ConfigError(f"--init_weights: {run_dir} has --width_multiplier="
                           f"{info['width_multiplier']}, this run {config.width_multiplier}")
+    if info.get("norm", "none") != config.norm:
+        raise ConfigError(f"--init_weights: {run_dir} has --norm={info.get('norm', 'none')}, "
+                          f"this run --norm={config.norm}")
 
 
 def read_model_info(model_dir):
@@ -609,7 +620,8 @@ def load_network(model_dir, checkpoint="last"):
     if not tf.io.gfile.exists(path):
         raise ConfigError(f"checkpoint {path} not found")
     network = model_lib.build_deeplab_largefov(
-        num_classes=info["num_classes"], width_multiplier=info["width_multiplier"])
+        num_classes=info["num_classes"], width_multiplier=info["width_multiplier"],
+        norm=info.get("norm", "none"))
     # The checkpoint holds the CosegTrainer (network + optimizer state): load it into
     # an uncompiled trainer of the same structure (the optimizer state is not needed),
     # whose network is then the trained one.

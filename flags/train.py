@@ -57,6 +57,10 @@ def define_model_flags():
                         "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5; --init=run: a "
                         "run directory or one of its checkpoints.")
     flags.DEFINE_float("dropout_rate", 0.5, "Dropout after fc6 and fc7.")
+    flags.DEFINE_enum("norm", "none", ["none", "batch", "group"],
+                      "Normalisation after every convolution of conv1-fc7, for training from "
+                      "--init=random: none (the paper's network; the only choice with "
+                      "--init=vgg16), batch (synchronised BatchNorm) or group (GroupNorm).")
 
 
 def define_method_flags():
