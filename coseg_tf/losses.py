@@ -86,6 +86,8 @@ Departures and interpretations
 
 from __future__ import annotations
 
+import dataclasses
+
 import tensorflow as tf
 
 from pipelines.schema import IGNORE_LABEL
@@ -96,6 +98,62 @@ OUTPUT_STRIDE = 8
 BACKGROUND = 0
 DEFAULT_ALPHA = 0.001
 DEFAULT_BETA = 0.001
+
+# Mining options (`MiningOptions`): the paper's reading first.
+MINING_POINTS = ("argmax", "prototype")
+MINING_DISTANCES = ("euclidean", "cosine")
+MINING_FEATURES = ("train", "inference")
+
+
+@dataclasses.dataclass(frozen=True)
+class MiningOptions:
+    """How L_coseg mines its target positions: the paper's reading and options beside it.
+
+    The defaults are the paper's mining (Shimoda & Yanai §2.2, DESIGN §3); every other
+    value is an option measured beside it (docs/RESULTS.md), never a silent change.
+
+    Args:
+      point: "argmax" (the paper: r_c = m^f at the most confident pixel labeled c) or
+        "prototype" (r_c = the mean of m^f over the pixels labeled c).
+      distance: "euclidean" (the paper: ||r_c - m^t(k)||) or "cosine"
+        (1 - cos(r_c, m^t(k)); a zero feature vector has cosine 0 with everything).
+      agreement: keep only the mined positions whose current prediction (arg max of
+        p^t, from the pass the mining reads) is the class they were mined for;
+        |S_c| is then the count kept.
+      num_targets: each labeled image mines in its `num_targets` most similar unlabeled
+        images (the paper: 1), each (labeled image, target) pair contributing one term;
+        capped at the unlabeled batch size.
+      features: "train" (the paper: the features of the training pass, dropout on) or
+        "inference" (a second pass of the network in inference mode, no dropout, no
+        gradient, gives the features, class points and agreement; the gradient still
+        flows through the training pass's log p^t). Read by `CosegTrainer`, which
+        runs that pass; the functions here take whatever features they are given.
+    """
+
+    point: str = "argmax"
+    distance: str = "euclidean"
+    agreement: bool = False
+    num_targets: int = 1
+    features: str = "train"
+
+    def __post_init__(self):
+        for name, allowed in (("point", MINING_POINTS), ("distance", MINING_DISTANCES),
+                              ("features", MINING_FEATURES)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"MiningOptions: {name}={getattr(self, name)!r} is not one "
+                                 f"of {', '.join(allowed)}")
+        if isinstance(self.num_targets, bool) or not isinstance(self.num_targets, int) \
+                or self.num_targets < 1:
+            raise ValueError(f"MiningOptions: num_targets must be an int >= 1, got "
+                             f"{self.num_targets!r}")
+
+    @property
+    def is_paper(self):
+        """Whether these are the paper's mining (the defaults)."""
+        return self == MiningOptions()
+
+
+PAPER_MINING = MiningOptions()
 
 
 # === Labels at feature resolution ===
@@ -324,18 +382,7 @@ def choose_targets(*, features_labeled, features_unlabeled):
     feats_f = tf.stop_gradient(_check_features(features_labeled, where, "features_labeled"))
     feats_u = tf.stop_gradient(_check_features(features_unlabeled, where,
                                                "features_unlabeled"))
-    # [B_f, F] g^f
-    g_f = tf.reduce_mean(feats_f, axis=[1, 2])
-    # [B_u, F] g^u
-    g_u = tf.reduce_mean(feats_u, axis=[1, 2])
-    # [B_f, B_u] squared Euclidean distances (same order as the distances)
-    dist = tf.reduce_sum(tf.square(g_f[:, None, :] - g_u[None, :, :]), axis=-1)
-    check = tf.debugging.assert_positive(
-        tf.shape(feats_u)[0],
-        message=f"{where}: features_unlabeled holds no image; the coseg loss needs "
-                f"B_u >= 1 unlabeled images per replica")
-    with tf.control_dependencies([check]):
-        return tf.argmin(dist, axis=1, output_type=tf.int32)
+    return _nearest_unlabeled(feats_f, feats_u, 1, where)[:, 0]
 
 
 def _class_points(probs, labels, num_classes, ignore_label, where):
@@ -382,8 +429,35 @@ def class_points(*, probs_labeled, labels, num_classes, ignore_label=IGNORE_LABE
     return index, present
 
 
-def _mine(*, probs, labels, feats_f, feats_u, region, num_classes, ignore_label, where):
-    """(mined [B_f, C, h*w] float32, targets [B_f] int32, points [B_f, C] int32)."""
+def _nearest_unlabeled(feats_f, feats_u, num_targets, where):
+    """int32 [B_f, K]: for each labeled image, its K = min(num_targets, B_u) most similar
+    unlabeled images by ||GAP(m^f) - GAP(m^u)||, nearest first (ties: lowest index)."""
+    # [B_f, F] g^f, [B_u, F] g^u
+    g_f = tf.reduce_mean(feats_f, axis=[1, 2])
+    g_u = tf.reduce_mean(feats_u, axis=[1, 2])
+    # [B_f, B_u] squared Euclidean distances (same order as the distances)
+    dist = tf.reduce_sum(tf.square(g_f[:, None, :] - g_u[None, :, :]), axis=-1)
+    num_unlabeled = tf.shape(feats_u)[0]
+    check = tf.debugging.assert_positive(
+        num_unlabeled,
+        message=f"{where}: features_unlabeled holds no image; the coseg loss needs "
+                f"B_u >= 1 unlabeled images per replica")
+    with tf.control_dependencies([check]):
+        if num_targets == 1:
+            return tf.argmin(dist, axis=1, output_type=tf.int32)[:, None]
+        # top_k of -dist: the smallest distances, lower index first among equals.
+        k = tf.minimum(num_targets, num_unlabeled)
+        return tf.math.top_k(-dist, k=k, sorted=True).indices
+
+
+def _mine(*, probs, labels, feats_f, feats_u, region, num_classes, ignore_label, where,
+          options=PAPER_MINING, logits_u=None):
+    """Target choice, class points and mining over (labeled image, target) pairs.
+
+    Returns (mined [P, C, h*w] float32, targets [P] int32, points [P, C] int32,
+    sources [P] int32), P = B_f * K pairs, pair p = (labeled image sources[p], target
+    targets[p]), the K targets of a labeled image in consecutive rows, nearest first.
+    """
     feats_f = tf.stop_gradient(_check_features(feats_f, where, "features_labeled"))
     feats_u = tf.stop_gradient(_check_features(feats_u, where, "features_unlabeled"))
     region = _region_mask(region, where)
@@ -391,42 +465,73 @@ def _mine(*, probs, labels, feats_f, feats_u, region, num_classes, ignore_label,
                     ("features_unlabeled", feats_u), ("region_unlabeled", region)):
         _check_spatial(probs, t, where, name)
 
-    # [B_f]
-    targets = choose_targets(features_labeled=feats_f, features_unlabeled=feats_u)
+    # [B_f, K] the targets of each labeled image
+    nearest = _nearest_unlabeled(feats_f, feats_u, options.num_targets, where)
+    k_targets = tf.shape(nearest)[1]
+    # [P] pairs, labeled-image-major
+    targets = tf.reshape(nearest, [-1])
+    sources = tf.repeat(tf.range(tf.shape(nearest)[0], dtype=tf.int32), k_targets)
     # [B_f, C], [B_f, C], [B_f, C]
     points, present, n_c = _class_points(probs, labels, num_classes, ignore_label, where)
 
-    # [B_f, C, F] r_c = m^f at the class points
-    r = tf.gather(_flatten_positions(feats_f), points, batch_dims=1)
-    # [B_f, h*w, F] the target's masked features m^t
+    # [B_f, h*w, F]
+    flat_f = _flatten_positions(feats_f)
+    if options.point == "prototype":
+        # [B_f, h*w, C]
+        one_hot = _label_one_hot(labels, num_classes=num_classes, ignore_label=ignore_label,
+                                 where=where)
+        # [B_f, C, F] r_c = mean of m^f over the pixels labeled c (0 for absent classes)
+        r = tf.matmul(one_hot, flat_f, transpose_a=True) / tf.maximum(n_c, 1.0)[..., None]
+    else:
+        # [B_f, C, F] r_c = m^f at the class points
+        r = tf.gather(flat_f, points, batch_dims=1)
+    # [P, C, F], [P, C], [P, C], [P, C]
+    r, points, present, n_c = (tf.gather(t, sources) for t in (r, points, present, n_c))
+    # [P, h*w, F] the target's masked features m^t
     m_t = tf.gather(_flatten_positions(feats_u), targets)
-    # [B_f, h*w] the target's human region
+    # [P, h*w] the target's human region
     region_t = tf.gather(tf.reshape(region, [tf.shape(region)[0], -1]), targets) > 0.5
 
-    # [B_f, C, h*w] d_c(k)^2 = ||r_c||^2 - 2 r_c . m_t(k) + ||m_t(k)||^2
+    if options.distance == "cosine":
+        # ||r/|r| - m/|m|||^2 = 2 - 2 cos: the same order as 1 - cos
+        r = tf.math.l2_normalize(r, axis=-1)
+        m_t = tf.math.l2_normalize(m_t, axis=-1)
+    # [P, C, h*w] d_c(k)^2 = ||r_c||^2 - 2 r_c . m_t(k) + ||m_t(k)||^2
     sq_dist = (tf.reduce_sum(tf.square(r), axis=-1)[:, :, None]
                - 2.0 * tf.matmul(r, m_t, transpose_b=True)
                + tf.reduce_sum(tf.square(m_t), axis=-1)[:, None, :])
     sq_dist = tf.maximum(sq_dist, 0.0)
-    # [B_f, C, h*w] +inf outside the target's region: never among the nearest
+    # [P, C, h*w] +inf outside the target's region: never among the nearest
     sq_dist = tf.where(region_t[:, None, :], sq_dist, float("inf"))
-    # [B_f, C, h*w] rank of each position by distance (0 = nearest; stable: ties go to
+    # [P, C, h*w] rank of each position by distance (0 = nearest; stable: ties go to
     # the lowest position). argsort of a permutation is its inverse.
     order = tf.argsort(sq_dist, axis=-1, stable=True)
     rank = tf.argsort(order, axis=-1, stable=True)
 
-    # [B_f, 1] R_t, the size of the target's region
+    # [P, 1] R_t, the size of the target's region
     region_size = tf.reduce_sum(tf.cast(region_t, tf.float32), axis=-1, keepdims=True)
-    # [B_f, C] |S_c| = floor(min(n_c, R_t) / 2); 0 for the background and absent classes
+    # [P, C] |S_c| = floor(min(n_c, R_t) / 2); 0 for the background and absent classes
     k = tf.cast(tf.math.floordiv(tf.minimum(n_c, region_size), 2.0), tf.int32)
     k = tf.where(present, k, 0)
-    # [B_f, C, h*w]
+    # [P, C, h*w]
     mined = tf.logical_and(rank < k[:, :, None], region_t[:, None, :])
-    return tf.cast(mined, tf.float32), targets, points
+    if options.agreement:
+        if logits_u is None:
+            raise ValueError(f"{where}: MiningOptions(agreement=True) needs the unlabeled "
+                             "logits of the mining pass")
+        # [B_u, h*w] the current prediction of each unlabeled position
+        pred_u = tf.argmax(_flatten_positions(tf.stop_gradient(logits_u)), axis=-1,
+                           output_type=tf.int32)
+        # [P, h*w] of each pair's target
+        pred_t = tf.gather(pred_u, targets)
+        agrees = tf.equal(pred_t[:, None, :], tf.range(num_classes)[None, :, None])
+        mined = tf.logical_and(mined, agrees)
+    return tf.cast(mined, tf.float32), targets, points, sources
 
 
 def mine_positions(*, probs_labeled, labels, features_labeled, features_unlabeled,
-                   region_unlabeled, num_classes, ignore_label=IGNORE_LABEL):
+                   region_unlabeled, num_classes, ignore_label=IGNORE_LABEL,
+                   options=PAPER_MINING, logits_unlabeled=None):
     """Target choice, class points and mining: the positions S_c of L_coseg.
 
     For labeled image i with target t = t(i) and each foreground class c present in
@@ -444,81 +549,106 @@ def mine_positions(*, probs_labeled, labels, features_labeled, features_unlabele
         resolution, {0, 1}.
       num_classes: C.
       ignore_label: label value never read.
+      options: `MiningOptions` (default: the paper's mining).
+      logits_unlabeled: [B_u, h, w, C], read only with options.agreement.
 
     Returns:
-      mined: float32 [B_f, C, h*w], 1 on the positions of S_c in the target (row-major
-        flat positions); all zeros for the background and absent classes.
-      targets: int32 [B_f], t(i).
+      mined: float32 [P, C, h*w], 1 on the positions of S_c in the target (row-major
+        flat positions); all zeros for the background and absent classes. P = B_f
+        (the paper) or B_f * K with options.num_targets = K: the K (labeled image,
+        target) pairs of labeled image i in rows i*K .. i*K + K - 1, nearest first.
+      targets: int32 [P], t(i) of each pair.
     """
     where = "mine_positions"
     probs = tf.stop_gradient(_check_logits(probs_labeled, num_classes, where,
                                            "probs_labeled"))
-    mined, targets, _ = _mine(probs=probs, labels=labels, feats_f=features_labeled,
-                              feats_u=features_unlabeled, region=region_unlabeled,
-                              num_classes=num_classes, ignore_label=ignore_label,
-                              where=where)
+    mined, targets, _, _ = _mine(probs=probs, labels=labels, feats_f=features_labeled,
+                                 feats_u=features_unlabeled, region=region_unlabeled,
+                                 num_classes=num_classes, ignore_label=ignore_label,
+                                 where=where, options=options, logits_u=logits_unlabeled)
     return mined, targets
 
 
 # === L_coseg ===
 def coseg_loss(*, logits_labeled, labels, features_labeled, logits_unlabeled,
                features_unlabeled, region_unlabeled, num_classes,
-               ignore_label=IGNORE_LABEL):
+               ignore_label=IGNORE_LABEL, options=PAPER_MINING,
+               mining_logits_unlabeled=None):
     """The cosegmentation loss: mined target positions trained as their class.
 
     Per labeled image i with target t: -1/|C_i| sum_{c in C_i} 1/|S_c|
     sum_{k in S_c} log p_c^t(k), with C_i the foreground classes whose S_c is not empty;
     averaged over the labeled images with a non-empty C_i (0 when there is none). The
-    gradient flows only through log p^t at the mined positions.
+    gradient flows only through log p^t at the mined positions. With
+    options.num_targets = K > 1 every (labeled image, target) pair is such a term and
+    the mean runs over the pairs with a non-empty C.
 
     Args:
       logits_labeled: [B_f, h, w, C] labeled logits (read only by the class points).
       labels: int [B_f, h, w] labels at feature resolution; `ignore_label` allowed.
-      features_labeled: [B_f, h, w, F] masked features m^f.
-      logits_unlabeled: [B_u, h, w, C] unlabeled logits.
-      features_unlabeled: [B_u, h, w, F] masked features m^u, B_u >= 1.
+      features_labeled: [B_f, h, w, F] masked features m^f (read only by the mining).
+      logits_unlabeled: [B_u, h, w, C] unlabeled logits: the gradient flows through
+        their log-softmax at the mined positions.
+      features_unlabeled: [B_u, h, w, F] masked features m^u, B_u >= 1 (read only by
+        the mining).
       region_unlabeled: [B_u, h, w] or [B_u, h, w, 1] human regions y^u at feature
         resolution, {0, 1}.
       num_classes: C.
       ignore_label: label value never read.
+      options: `MiningOptions` (default: the paper's mining).
+      mining_logits_unlabeled: [B_u, h, w, C] logits of the pass the mining reads, for
+        options.agreement (default: `logits_unlabeled`). With
+        options.features == "inference" the caller passes the inference pass's
+        labeled logits, features and these; the gradient still flows through
+        `logits_unlabeled` only.
 
     Returns:
       loss: float32 scalar.
-      aux: {"targets": int32 [B_f], "mined": float32 [B_f, C, h*w] (row-major flat
-        positions of the target), "num_mined": int32 [B_f, C] |S_c|,
-        "points": int32 [B_f, C] flat class points (valid where num_mined > 0)},
-        for the mining-precision metric.
+      aux: {"targets": int32 [P], "mined": float32 [P, C, h*w] (row-major flat
+        positions of the target), "num_mined": int32 [P, C] |S_c|,
+        "points": int32 [P, C] flat class points (valid where num_mined > 0),
+        "sources": int32 [P] the labeled image of each pair}, P = B_f * K pairs
+        (P = B_f for the paper's one target), for the mining-precision metric.
+
+    Raises:
+      ValueError: shapes that disagree, or agreement without logits to read.
     """
     where = "coseg_loss"
     logits_f = _check_logits(logits_labeled, num_classes, where)
     logits_u = _check_logits(logits_unlabeled, num_classes, where)
     _check_spatial(logits_f, logits_u, where, "logits_unlabeled")
+    if mining_logits_unlabeled is None:
+        mining_logits_unlabeled = logits_u
+    else:
+        mining_logits_unlabeled = _check_logits(mining_logits_unlabeled, num_classes, where,
+                                                "mining_logits_unlabeled")
+        _check_spatial(logits_u, mining_logits_unlabeled, where, "mining_logits_unlabeled")
     # [B_f, h, w, C] p^f, only for the class points
     probs_f = tf.nn.softmax(tf.stop_gradient(logits_f), axis=-1)
-    # [B_f, C, h*w], [B_f], [B_f, C]: discrete, no gradient
-    mined, targets, points = _mine(
+    # [P, C, h*w], [P], [P, C], [P]: discrete, no gradient
+    mined, targets, points, sources = _mine(
         probs=probs_f, labels=labels, feats_f=features_labeled, feats_u=features_unlabeled,
         region=region_unlabeled, num_classes=num_classes, ignore_label=ignore_label,
-        where=where)
+        where=where, options=options, logits_u=mining_logits_unlabeled)
     mined = tf.stop_gradient(mined)
 
     # [B_u, h*w, C] log p^u
     log_p_u = _flatten_positions(tf.nn.log_softmax(logits_u, axis=-1))
-    # [B_f, C, h*w] log p_c^t(k), the target of each labeled image
+    # [P, C, h*w] log p_c^t(k), the target of each pair
     log_p_t = tf.transpose(tf.gather(log_p_u, targets), [0, 2, 1])
-    # [B_f, C] |S_c|
+    # [P, C] |S_c|
     num_mined = tf.reduce_sum(mined, axis=-1)
-    # [B_f, C] mean of log p_c^t over S_c (0 where S_c is empty)
+    # [P, C] mean of log p_c^t over S_c (0 where S_c is empty)
     class_mean = tf.reduce_sum(mined * log_p_t, axis=-1) / tf.maximum(num_mined, 1.0)
-    # [B_f, C] c in C_i
+    # [P, C] c in C_i
     in_c = tf.cast(num_mined > 0, tf.float32)
-    # [B_f] |C_i|
+    # [P] |C_i|
     num_valid = tf.reduce_sum(in_c, axis=-1)
-    # [B_f]
-    per_image = -tf.reduce_sum(in_c * class_mean, axis=-1) / tf.maximum(num_valid, 1.0)
-    loss = _mean_over_valid(per_image, num_valid > 0)
+    # [P]
+    per_pair = -tf.reduce_sum(in_c * class_mean, axis=-1) / tf.maximum(num_valid, 1.0)
+    loss = _mean_over_valid(per_pair, num_valid > 0)
     aux = {"targets": targets, "mined": mined,
-           "num_mined": tf.cast(num_mined, tf.int32), "points": points}
+           "num_mined": tf.cast(num_mined, tf.int32), "points": points, "sources": sources}
     return loss, aux
 
 

@@ -39,6 +39,7 @@ import numpy as np
 import tensorflow as tf
 
 from coseg_tf import distribute
+from coseg_tf import losses as losses_lib
 from coseg_tf import model as model_lib
 from coseg_tf import trainer as trainer_lib
 from coseg_tf import weights as weights_lib
@@ -77,6 +78,11 @@ class TrainConfig:
     image_label_weight: float = 1.0
     em_fg_share: float = 0.2
     em_bg_share: float = 0.4
+    mining_point: str = "argmax"
+    mining_distance: str = "euclidean"
+    mining_agreement: bool = False
+    mining_targets: int = 1
+    mining_features: str = "train"
     learning_rate: float = 1e-3
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -107,6 +113,14 @@ def image_labels_text(train_data, scheme):
         names = [scheme.class_names[c] for c, on in enumerate(labels[image_id]) if on > 0]
         lines.append(image_id + "\t" + ",".join(names))
     return "\n".join(lines) + "\n"
+
+
+def mining_options(config: TrainConfig) -> losses_lib.MiningOptions:
+    """The `losses.MiningOptions` of the --mining_* flags (ValueError if invalid)."""
+    return losses_lib.MiningOptions(
+        point=config.mining_point, distance=config.mining_distance,
+        agreement=bool(config.mining_agreement), num_targets=config.mining_targets,
+        features=config.mining_features)
 
 
 class ConfigError(ValueError):
@@ -141,6 +155,13 @@ def validate(config: TrainConfig):
     for flag in ("em_fg_share", "em_bg_share"):
         if not 0 < getattr(config, flag) <= 1:
             raise ConfigError(f"--{flag} must be in (0, 1], got {getattr(config, flag)}")
+    try:
+        mining = mining_options(config)
+    except ValueError as e:
+        raise ConfigError(f"--mining_*: {e}") from None
+    if not mining.is_paper and config.method != "coseg":
+        raise ConfigError(f"--mining_* options change how L_coseg mines; --method="
+                          f"{config.method} has no L_coseg (use --method=coseg)")
     if not 0 < config.min_scale <= config.max_scale:
         raise ConfigError(f"--min_scale={config.min_scale} and --max_scale="
                           f"{config.max_scale}: need 0 < min_scale <= max_scale")
@@ -416,7 +437,8 @@ def build_trainer(config: TrainConfig, scheme, *, steps_per_execution=1):
         alpha=config.alpha, beta=config.beta, weight_decay=config.weight_decay,
         fc8_lr_multiplier=config.fc8_lr_multiplier, class_names=scheme.class_names,
         mining_metrics=config.diagnostics, image_label_weight=config.image_label_weight,
-        em_fg_share=config.em_fg_share, em_bg_share=config.em_bg_share)
+        em_fg_share=config.em_fg_share, em_bg_share=config.em_bg_share,
+        mining=mining_options(config))
     schedule = keras.optimizers.schedules.PolynomialDecay(
         config.learning_rate, decay_steps=config.steps, end_learning_rate=0.0,
         power=config.poly_power)

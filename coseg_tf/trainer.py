@@ -39,6 +39,8 @@ the share that positions picked at random inside the target's human region would
 
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 import tensorflow as tf
 
@@ -72,6 +74,10 @@ class CosegTrainer(keras.Model):
       ignore_label: label value that no loss reads.
       mining_metrics: track mining precision (needs "diagnostic_labels" in the
         unlabeled stream: the pipeline's diagnostics switch).
+      mining: `losses.MiningOptions` of L_coseg (coseg only; default the paper's).
+        With features="inference" each training step runs a second, inference-mode
+        pass (no dropout, no gradient) whose features, class points and predictions
+        the mining reads.
       **kwargs: forwarded to `keras.Model`.
 
     Example:
@@ -87,7 +93,8 @@ class CosegTrainer(keras.Model):
                  ignore_label=255, mining_metrics=False,
                  image_label_weight=image_label_losses.DEFAULT_IMAGE_LABEL_WEIGHT,
                  em_fg_share=image_label_losses.DEFAULT_FG_SHARE,
-                 em_bg_share=image_label_losses.DEFAULT_BG_SHARE, **kwargs):
+                 em_bg_share=image_label_losses.DEFAULT_BG_SHARE,
+                 mining=losses_lib.PAPER_MINING, **kwargs):
         super().__init__(**kwargs)
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
@@ -103,6 +110,11 @@ class CosegTrainer(keras.Model):
         self.em_fg_share = float(em_fg_share)
         self.em_bg_share = float(em_bg_share)
         self.mining_metrics = bool(mining_metrics) and method == "coseg"
+        if isinstance(mining, dict):  # from get_config
+            mining = losses_lib.MiningOptions(**mining)
+        if not isinstance(mining, losses_lib.MiningOptions):
+            raise TypeError(f"mining must be a losses.MiningOptions, got {mining!r}")
+        self.mining = mining
         self.class_names = list(class_names or [f"class_{c}" for c in range(num_classes)])
 
         # === Trackers ===
@@ -212,12 +224,19 @@ class CosegTrainer(keras.Model):
             return result, None
 
         result["human"] = losses_lib.human_loss(logits=out_u["logits"], region=region_u)
+        # What the mining reads: this pass (the paper), or a second pass in inference
+        # mode (no dropout; no gradient flows through it).
+        mine_f, mine_u = out_f, out_u
+        if training and self.mining.features == "inference":
+            mine_f, mine_u = tf.nest.map_structure(
+                tf.stop_gradient, self._forward(labeled, unlabeled, training=False))
         coseg, aux = losses_lib.coseg_loss(
-            logits_labeled=logits_f, labels=labels_f,
-            features_labeled=out_f["masked_features"],
+            logits_labeled=mine_f["logits"], labels=labels_f,
+            features_labeled=mine_f["masked_features"],
             logits_unlabeled=out_u["logits"],
-            features_unlabeled=out_u["masked_features"],
-            region_unlabeled=region_u, num_classes=self.num_classes)
+            features_unlabeled=mine_u["masked_features"],
+            region_unlabeled=region_u, num_classes=self.num_classes,
+            options=self.mining, mining_logits_unlabeled=mine_u["logits"])
         result["coseg"] = coseg
         result["loss"] = (result["humanparts"] + self.alpha * result["human"]
                           + self.beta * result["coseg"])
@@ -330,6 +349,7 @@ class CosegTrainer(keras.Model):
             "mining_metrics": self.mining_metrics,
             "image_label_weight": self.image_label_weight,
             "em_fg_share": self.em_fg_share, "em_bg_share": self.em_bg_share,
+            "mining": dataclasses.asdict(self.mining),
         })
         return config
 

@@ -75,6 +75,24 @@ def define_method_flags():
                        "gmp, em_adapt: weight of the unlabeled images' loss term.")
     flags.DEFINE_float("em_fg_share", 0.2, "em_adapt: share of the human region the "
                        "E-step gives each present part class (Papandreou et al.: 0.2).")
+    # Mining of L_coseg: the defaults are the paper's; each other value is an option
+    # measured beside it (docs/RESULTS.md; coseg_tf/losses.py MiningOptions).
+    flags.DEFINE_enum("mining_point", "argmax", ["argmax", "prototype"],
+                      "coseg: r_c = m^f at the most confident pixel of class c (argmax, "
+                      "the paper) or the mean of m^f over the pixels labeled c (prototype).")
+    flags.DEFINE_enum("mining_distance", "euclidean", ["euclidean", "cosine"],
+                      "coseg: distance between r_c and the target's features (paper: "
+                      "euclidean).")
+    flags.DEFINE_boolean("mining_agreement", False,
+                         "coseg: keep only mined positions whose current prediction is the "
+                         "class they were mined for (paper: off).")
+    flags.DEFINE_integer("mining_targets", 1,
+                         "coseg: targets per labeled image, the most similar unlabeled "
+                         "images of the replica's batch (paper: 1).", lower_bound=1)
+    flags.DEFINE_enum("mining_features", "train", ["train", "inference"],
+                      "coseg: mine on the training pass's features (train: dropout on, the "
+                      "paper) or on a second, inference-mode pass (no dropout, no "
+                      "gradient; ~1/3 of a step more).")
     flags.DEFINE_float("em_bg_share", 0.4, "em_adapt: share of the human region the "
                        "E-step gives the background (Papandreou et al.: 0.4).")
 

@@ -1146,6 +1146,71 @@ def _write(path, data: bytes):
         f.write(data)
 
 
+# === Person statistics (how much like real persons the figures are) ===
+
+# The all4 part groups (pipelines.schema), for "all four parts present".
+_PART_GROUPS = {"head": schema.HEAD, "body": schema.BODY, "hand": schema.HAND,
+                "leg": schema.LEG}
+# The network's output stride: a person's box size in feature cells.
+_OUTPUT_STRIDE = 8
+
+
+def person_record(mask: np.ndarray, part_names) -> dict:
+    """What `person_statistics` reads of one annotated person.
+
+    Args:
+      mask: bool (H, W), the person's visible mask (non-empty).
+      part_names: names of the parts annotated on it (Pascal-Part names).
+
+    Returns:
+      {"fill": mask pixels / box pixels (box = the mask's tight inclusive box),
+       "box_size": sqrt(box width * box height) in pixels,
+       "groups": the all4 groups (head, body, hand, leg) with at least one part}.
+    """
+    xmin, ymin, xmax, ymax = voc_box(mask)
+    w, h = xmax - xmin + 1, ymax - ymin + 1
+    names = set(part_names)
+    return {"fill": float(mask.sum()) / float(w * h), "box_size": math.sqrt(w * h),
+            "groups": sorted(g for g, members in _PART_GROUPS.items()
+                             if names.intersection(members))}
+
+
+def person_statistics(records) -> dict:
+    """Averages over persons of `person_record`s.
+
+    Returns:
+      {"persons": count, "mean_fill": mean of mask / box (real Pascal-Part persons of
+       ../shared/fixtures: 0.55), "mean_box_size_px": mean sqrt(w h), "mean_box_cells":
+       the same in cells of the stride-8 feature grid, "all_four_parts": share of persons
+       with head, body, hand and leg parts, "share_with": {group: share of persons}}.
+    """
+    records = list(records)
+    n = len(records)
+    if n == 0:
+        return {"persons": 0}
+    size = float(np.mean([r["box_size"] for r in records]))
+    return {
+        "persons": n,
+        "mean_fill": float(np.mean([r["fill"] for r in records])),
+        "mean_box_size_px": size,
+        "mean_box_cells": size / _OUTPUT_STRIDE,
+        "all_four_parts": float(np.mean([len(r["groups"]) == 4 for r in records])),
+        "share_with": {g: float(np.mean([g in r["groups"] for r in records]))
+                       for g in _PART_GROUPS},
+    }
+
+
+def format_person_statistics(stats: dict) -> str:
+    """One line of `person_statistics` for a log."""
+    if not stats.get("persons"):
+        return "no persons"
+    groups = ", ".join(f"{g} {100 * v:.0f}%" for g, v in stats["share_with"].items())
+    return (f"{stats['persons']} persons: mask fills {100 * stats['mean_fill']:.1f}% of its "
+            f"box on average; box {stats['mean_box_size_px']:.0f} px = "
+            f"{stats['mean_box_cells']:.1f} feature cells (sqrt(w h) / 8); all four parts in "
+            f"{100 * stats['all_four_parts']:.0f}% ({groups})")
+
+
 def _make_one(task):
     """Render image `index` and write its three files; returns its counts."""
     output_dir, seed, index, height, width, difficulty = task
@@ -1157,13 +1222,14 @@ def _make_one(task):
            encode_mat(image_id, objects))
     _write(os.path.join(output_dir, VOC_DIR, image_id + ".xml"),
            encode_xml(image_id, height, width, objects))
-    classes, parts = {}, {}
+    classes, parts, persons = {}, {}, []
     for obj in objects:
         classes[obj.cls] = classes.get(obj.cls, 0) + 1
         if obj.cls == schema.PERSON_CLASS:
             for name, _ in obj.parts:
                 parts[name] = parts.get(name, 0) + 1
-    return {"classes": classes, "parts": parts}
+            persons.append(person_record(obj.mask, [name for name, _ in obj.parts]))
+    return {"classes": classes, "parts": parts, "persons": persons}
 
 
 # === Arguments and output directory ===
@@ -1290,7 +1356,7 @@ def generate(*, output_dir: str, num_images: int = DEFAULT_NUM_IMAGES,
     tasks = [(output_dir, int(seed), i, height, width, float(difficulty))
              for i in range(num_images)]
     log_every = log_every or max(1, num_images // 10)
-    classes, parts = {}, {}
+    classes, parts, persons = {}, {}, []
 
     def results():
         if num_workers == 1:
@@ -1301,6 +1367,7 @@ def generate(*, output_dir: str, num_images: int = DEFAULT_NUM_IMAGES,
             yield from pool.imap(_make_one, tasks, chunksize=4)
 
     for done, stats in enumerate(results(), start=1):
+        persons += stats["persons"]
         for key, acc in (("classes", classes), ("parts", parts)):
             for name, n in stats[key].items():
                 acc[name] = acc.get(name, 0) + n
@@ -1322,6 +1389,7 @@ def generate(*, output_dir: str, num_images: int = DEFAULT_NUM_IMAGES,
         "counts": {"images": int(num_images), "train": len(train), "val": len(val),
                    "objects_by_class": dict(sorted(classes.items())),
                    "person_parts": {n: parts.get(n, 0) for n in schema.PART_NAMES}},
+        "person_statistics": person_statistics(persons),
         "part_names": list(schema.PART_NAMES),
     }
     _write(os.path.join(output_dir, MANIFEST_NAME),
@@ -1334,9 +1402,12 @@ def generate(*, output_dir: str, num_images: int = DEFAULT_NUM_IMAGES,
     summary = dict(manifest["counts"], output_dir=output_dir, seconds=seconds, **settings)
     summary["persons"] = classes.get(schema.PERSON_CLASS, 0)
     summary["other_objects"] = sum(n for c, n in classes.items() if c != schema.PERSON_CLASS)
+    summary["person_statistics"] = manifest["person_statistics"]
     logging.info("make_synthetic: wrote %d images (%d train, %d val) with %d persons and %d "
                  "other objects to %s in %.1f s", num_images, len(train), len(val),
                  summary["persons"], summary["other_objects"], output_dir, seconds)
+    logging.info("make_synthetic: %s",
+                 format_person_statistics(manifest["person_statistics"]))
     return summary
 
 
