@@ -1,6 +1,7 @@
 """Tests of tools/make_synthetic.py: the synthetic dataset in the real source formats."""
 
 import glob
+import json
 import os
 import subprocess
 import sys
@@ -413,3 +414,42 @@ def test_make_tfrecords_converts_the_synthetic_data(dataset, tmp_path):
             expected = np.where(painted > 0, painted, expected)
         assert np.array_equal(fine, expected)
     assert sorted(seen) == sorted(train)
+
+
+# === Person statistics: the figures stay like real persons ===
+def test_person_record_by_hand():
+    mask = np.zeros((10, 20), bool)
+    mask[2:6, 3:11] = True       # box 4 rows x 8 columns = 32 pixels
+    mask[2:4, 3:7] = False       # 8 of them not the person: fill 24 / 32
+    rec = ms.person_record(mask, ["head", "hair", "torso", "rfoot"])
+    assert rec["fill"] == pytest.approx(24 / 32)
+    assert rec["box_size"] == pytest.approx(np.sqrt(32))
+    assert rec["groups"] == ["body", "head", "leg"]
+    stats = ms.person_statistics([rec, dict(rec, groups=["body", "hand", "head", "leg"])])
+    assert stats["persons"] == 2 and stats["all_four_parts"] == 0.5
+    assert stats["share_with"]["hand"] == 0.5 and stats["share_with"]["head"] == 1.0
+    assert stats["mean_box_cells"] == pytest.approx(np.sqrt(32) / 8)
+    assert "2 persons: mask fills 75.0% of its box" in ms.format_person_statistics(stats)
+
+
+def test_generated_persons_are_like_real_ones(tmp_path):
+    """Over 60 images the masks fill 45-65% of their boxes (real Pascal-Part persons:
+    ~55%) and most figures show all four part groups; the manifest records it."""
+    summary = _generate(tmp_path, num_images=60, image_size=160)
+    stats = summary["person_statistics"]
+    assert stats["persons"] >= 60
+    assert 0.45 <= stats["mean_fill"] <= 0.65, stats
+    assert stats["all_four_parts"] >= 0.75, stats
+    manifest = json.load(open(tmp_path / ms.MANIFEST_NAME))
+    assert manifest["person_statistics"] == stats
+
+
+def test_real_fixture_persons_by_the_same_statistic(pascal_part_dir):
+    from tools import pascal_part
+
+    records = [ms.person_record(o.mask, [name for name, _ in o.parts])
+               for path in sorted(glob.glob(f"{pascal_part_dir}/*.mat"))
+               for o in pascal_part.read_objects(path) if o.is_person and o.mask.any()]
+    stats = ms.person_statistics(records)
+    # The reference the synthetic figures are held to (tools/make_synthetic.py).
+    assert 0.50 <= stats["mean_fill"] <= 0.60, stats

@@ -52,15 +52,18 @@ def prepare_data(data_dir, *, num_images, image_size, seed):
     src = os.path.join(data_dir, "source")
     tfr = os.path.join(data_dir, "tfrecords")
     settings = {"num_images": num_images, "image_size": image_size, "seed": seed,
-                "difficulty": make_synthetic.DEFAULT_DIFFICULTY}
+                "difficulty": make_synthetic.DEFAULT_DIFFICULTY,
+                "generator_version": make_synthetic.GENERATOR_VERSION}
     stamp = os.path.join(data_dir, "demo_data.json")
     if os.path.exists(stamp) and json.load(open(stamp)) == settings:
         log(f"data: {data_dir} is up to date")
     else:
         log(f"data: generating {num_images} synthetic images ({image_size} px) in {src}")
-        make_synthetic.generate(output_dir=src, num_images=num_images,
-                                image_size=image_size, seed=seed,
-                                difficulty=settings["difficulty"], val_fraction=0.3)
+        summary = make_synthetic.generate(output_dir=src, num_images=num_images,
+                                          image_size=image_size, seed=seed,
+                                          difficulty=settings["difficulty"],
+                                          val_fraction=0.3)
+        log("data: " + make_synthetic.format_person_statistics(summary["person_statistics"]))
         for split in ("train", "val"):
             log(f"data: converting {split} to TFRecords in {tfr}")
             make_tfrecords.convert(
