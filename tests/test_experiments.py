@@ -45,7 +45,8 @@ def _run(script, args):
 def test_demo_script_path(tmp_path, recipe):
     data, runs = tmp_path / "data", tmp_path / "runs"
     args = [f"--data_dir={data}", f"--run_dir={runs}", f"--recipe={recipe}",
-            "--num_images=16", "--image_size=80", "--num_labeled=3", "--overlays=2"]
+            "--num_images=16", "--image_size=80", "--num_labeled=3", "--overlays=2",
+            "--warmup_steps=2"]
     proc = _run("demo.py", args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = (runs / "RESULTS.md").read_text()
@@ -55,55 +56,98 @@ def test_demo_script_path(tmp_path, recipe):
     for name in ("a_supervised", "b_coseg", "c_supervised_all"):
         metrics = json.loads((runs / name / "eval_val" / "metrics.json").read_text())
         assert set(metrics["iou"]) >= {"head", "body", "hand", "leg"}
+    # (a) and (b) start from the same supervised warm-up on their labeled images.
+    for name in ("a_supervised", "b_coseg"):
+        config = json.loads((runs / name / "config.json").read_text())
+        assert config["init"] == "run" and config["init_weights"] == str(runs / "warmup_nf3")
     assert (runs / "overlays.png").stat().st_size > 1000
     assert (runs / "curves.png").stat().st_size > 1000
     # Restarted, it redoes no training.
     again = _run("demo.py", args)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stdout.count("is finished already") == 3
+    # (each run and its warm-up: (a) and (b) share one, listed twice)
+    assert again.stdout.count("is finished already") == 6
 
 
 @pytest.mark.slow
 def test_sweep_aggregates_over_seeds(tmp_path, recipe):
-    data, runs = tmp_path / "data", tmp_path / "runs"
+    data, runs, kept = tmp_path / "data", tmp_path / "runs", tmp_path / "kept"
     args = [f"--data_dir={data}", f"--run_dir={runs}", f"--recipe={recipe}",
             "--num_images=16", "--image_size=80", "--num_labeled=2", "--seeds=0,1",
-            "--methods=supervised,coseg,gmp,em_adapt", "--warmup_steps=2"]
+            "--methods=supervised,coseg,gmp,em_adapt,coseg_w1_agreement",
+            "--warmup_steps=2", f"--results_dir={kept}"]
     proc = _run("sweep.py", args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     sweep = json.loads((runs / "sweep.json").read_text())
-    assert len(sweep["runs"]) == 4 * 2 + 1
-    rows = {(r["method"], r["num_labeled"]): r for r in sweep["rows"]}
+    assert len(sweep["runs"]["all4"]) == 5 * 2 + 1
+    rows = {(r["method"], r["num_labeled"]): r for r in sweep["rows"]["all4"]}
     assert set(rows) == {("supervised", 2), ("coseg", 2), ("gmp", 2), ("em_adapt", 2),
-                         ("supervised_all", None)}
+                         ("coseg_w1_agreement", 2), ("supervised_all", None)}
     assert rows[("coseg", 2)]["seeds"] == [0, 1]
     # Two checkpoints of 2 steps: the final and the last-k views are both there.
-    evals = sweep["runs"]["coseg_nf2_seed0"]["eval"]
+    evals = sweep["runs"]["all4"]["coseg_nf2_seed0"]["eval"]
     assert set(evals) == {"last", "epoch-0001", "epoch-0002"}
     assert "mining" in rows[("coseg", 2)]
+    # mining precision over training: one point per interval, averaged over seeds
+    assert len(rows[("coseg", 2)]["mining_curve"]) == 2
     table = (runs / "SWEEP.md").read_text()
     assert "| Method | n_f | seeds | head | body | hand | leg | mean | mean (last 3) |" in table
     assert "| gmp (image labels) | 2 | 2 |" in table
     assert "| em_adapt (image labels) | 2 | 2 |" in table
+    assert "÷ chance over training" in table
+    root = runs / "all4"
     # only the image-label runs recorded (and read) image-level labels
     for name in ("gmp_nf2_seed0", "em_adapt_nf2_seed1"):
-        assert (runs / name / "image_labels.tsv").exists()
+        assert (root / name / "image_labels.tsv").exists()
     for name in ("coseg_nf2_seed0", "supervised_nf2_seed1", "supervised_all"):
-        assert not (runs / name / "image_labels.tsv").exists()
+        assert not (root / name / "image_labels.tsv").exists()
+    # the mining option reached the run's config
+    config = json.loads((root / "coseg_w1_agreement_nf2_seed0" / "config.json").read_text())
+    assert config["mining_agreement"] is True and config["beta"] == 1.0
     # One supervised warm-up per labeled set (and one for the ceiling), shared by the
     # methods, which start from it.
     for seed in (0, 1):
-        warm = json.loads((runs / f"warmup_nf2_seed{seed}" / "config.json").read_text())
+        warm = json.loads((root / f"warmup_nf2_seed{seed}" / "config.json").read_text())
         assert warm["method"] == "supervised" and warm["labeled_seed"] == seed
         for m in ("supervised", "coseg", "gmp", "em_adapt"):
-            config = json.loads((runs / f"{m}_nf2_seed{seed}" / "config.json").read_text())
+            config = json.loads((root / f"{m}_nf2_seed{seed}" / "config.json").read_text())
             assert config["init"] == "run"
-            assert config["init_weights"] == str(runs / f"warmup_nf2_seed{seed}")
-    assert json.loads((runs / "supervised_all" / "config.json").read_text())[
-        "init_weights"] == str(runs / "warmup_all")
+            assert config["init_weights"] == str(root / f"warmup_nf2_seed{seed}")
+    assert json.loads((root / "supervised_all" / "config.json").read_text())[
+        "init_weights"] == str(root / "warmup_all")
     assert "2 supervised warm-up steps" in table
+    # Every finished run left its small result JSON (evaluations, history, config).
+    kept_run = json.loads((kept / "all4" / "coseg_nf2_seed1.json").read_text())
+    assert kept_run["eval"] == sweep["runs"]["all4"]["coseg_nf2_seed1"]["eval"]
+    assert len(kept_run["history"]) == 2 and kept_run["config"]["labeled_seed"] == 1
     # A second process can tabulate what is finished without training anything.
     again = _run("sweep.py", args + ["--aggregate_only"])
     assert again.returncode == 0, again.stderr[-3000:]
     assert "train:" not in again.stdout
     assert (runs / "figure4.png").stat().st_size > 1000
+    assert (runs / "mining.png").stat().st_size > 1000
+    # On a fresh machine (no run directories), the kept results are enough: nothing is
+    # trained again and the table is the same.
+    fresh = tmp_path / "fresh"
+    again = _run("sweep.py", [a.replace(str(runs), str(fresh)) for a in args])
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "train:" not in again.stdout
+    assert json.loads((fresh / "sweep.json").read_text())["rows"] == sweep["rows"]
+
+
+@pytest.mark.slow
+def test_sweep_table1_one_model_per_part(tmp_path, recipe):
+    data, runs = tmp_path / "data", tmp_path / "runs"
+    args = [f"--data_dir={data}", f"--run_dir={runs}", f"--recipe={recipe}",
+            "--num_images=16", "--image_size=80", "--num_labeled=2", "--seeds=0",
+            "--methods=supervised,coseg", "--parts=head,hand", "--warmup_steps=0",
+            "--noceiling"]
+    proc = _run("sweep.py", args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = (runs / "SWEEP.md").read_text()
+    assert "| Method | n_f | head | head others | head (last 3) | hand | hand others |" \
+        in table
+    assert "| supervised | 2 |" in table and "| coseg | 2 |" in table
+    for parts in ("head", "hand"):
+        config = json.loads((runs / parts / "coseg_nf2_seed0" / "config.json").read_text())
+        assert config["parts"] == parts

@@ -2,7 +2,9 @@
 
 1. generate the synthetic set in the Pascal-Part source format (tools/make_synthetic.py)
    and convert train and val with tools/make_tfrecords.py;
-2. train, with the flags of recipes/cpu_small.flags:
+2. train, with the flags of recipes/cpu_small.flags, each run after a supervised
+   warm-up of experiments.WARMUP_STEPS on its labeled images (one warm-up shared by (a)
+   and (b): the paper's "better representation before L_coseg", the baseline included):
      (a) supervised on 10 labeled images,
      (b) coseg with the same 10 labeled images + every training image as unlabeled,
      (c) supervised on all training labels;
@@ -34,25 +36,33 @@ FLAGS = flags.FLAGS
 def define_flags():
     flags.DEFINE_string("data_dir", "data/synthetic", "Where the synthetic data goes.")
     flags.DEFINE_string("run_dir", "runs/demo", "Where the runs and results go.")
-    flags.DEFINE_integer("num_images", 300, "Synthetic images (train + val).")
-    flags.DEFINE_integer("image_size", 160, "Synthetic image size.")
+    flags.DEFINE_integer("num_images", experiments.DEMO_NUM_IMAGES,
+                         "Synthetic images (train + val).")
+    flags.DEFINE_integer("image_size", experiments.DEMO_IMAGE_SIZE, "Synthetic image size.")
     flags.DEFINE_integer("data_seed", 0, "Seed of the synthetic data.")
-    flags.DEFINE_integer("steps", None, "Training steps of each run (default: the recipe's).")
+    flags.DEFINE_integer("steps", None, "Training steps of each run after its warm-up "
+                         "(default: the recipe's).")
+    flags.DEFINE_integer("warmup_steps", experiments.WARMUP_STEPS,
+                         "Supervised warm-up steps before each run (0 = none).")
     flags.DEFINE_integer("num_labeled", 10, "Labeled images of (a) and (b).")
     flags.DEFINE_integer("overlays", 6, "Validation images drawn side by side.")
     flags.DEFINE_integer("max_eval_images", 0, "Evaluate the first N val images (0 = all).")
-    flags.DEFINE_string("recipe", "recipes/cpu_small.flags", "Training recipe (flag file).")
+    flags.DEFINE_string("recipe", experiments.DEMO_RECIPE, "Training recipe (flag file).")
 
 
 def runs_of(num_labeled, num_train):
-    """The three runs of the paper's Table 1: name -> (label, overrides)."""
+    """The three runs of the paper's Table 1: name -> (label, overrides); "warmup"
+    names the supervised warm-up each starts from ((a) and (b) share one)."""
+    warm = f"warmup_nf{num_labeled}"
     return {
         "a_supervised": (f"(a) supervised, n_f={num_labeled}",
-                         {"method": "supervised", "num_labeled": num_labeled}),
+                         {"method": "supervised", "num_labeled": num_labeled,
+                          "warmup": warm}),
         "b_coseg": (f"(b) coseg, n_f={num_labeled}, n_u={num_train}",
-                    {"method": "coseg", "num_labeled": num_labeled}),
+                    {"method": "coseg", "num_labeled": num_labeled, "warmup": warm}),
         "c_supervised_all": (f"(c) supervised, n_f={num_train}",
-                             {"method": "supervised", "num_labeled": num_train}),
+                             {"method": "supervised", "num_labeled": num_train,
+                              "warmup": "warmup_all"}),
     }
 
 
@@ -68,8 +78,9 @@ def main(argv):
     num_train = len(streams.read_ids(train_data))
     runs = runs_of(FLAGS.num_labeled, num_train)
     for name, (_, overrides) in runs.items():
-        experiments.train_run(os.path.join(FLAGS.run_dir, name), recipe, overrides,
-                              train_data, val_data, FLAGS.steps, recipe_path=FLAGS.recipe)
+        experiments.train_with_warmup(FLAGS.run_dir, name, recipe, overrides, train_data,
+                                      val_data, warmup_steps=FLAGS.warmup_steps,
+                                      steps=FLAGS.steps, recipe_path=FLAGS.recipe)
 
     scheme = schema.get_scheme(recipe.get("parts", "all4"))
     results = {}
@@ -181,7 +192,9 @@ def _write_results(path, rows, scheme, flags_, seconds, overlay_path):
              "", f"![(a), (b), (c) side by side]({os.path.basename(overlay_path)})", "",
              "![Training curves](curves.png)", "",
              f"Data: {flags_.num_images} synthetic images of {flags_.image_size} px, "
-             f"seed {flags_.data_seed}. Recipe: `{flags_.recipe}`. "
+             f"seed {flags_.data_seed}. Recipe: `{flags_.recipe}`; every run "
+             f"{flags_.warmup_steps} supervised warm-up steps on its labeled images "
+             "((a) and (b) share theirs), then the recipe's steps of its method. "
              f"Total time {seconds / 60:.1f} min.", ""]
     with open(path, "w") as f:
         f.write("\n".join(lines))

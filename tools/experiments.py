@@ -20,6 +20,15 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+# The demo's setting, shared by the sweep (docs/RESULTS.md): the synthetic data, the
+# training recipe, and the schedule. Every run of a labeled set starts from one
+# supervised warm-up of WARMUP_STEPS on it (the paper's "better representation before
+# L_coseg"; the baseline gets the same), then trains the recipe's --steps of its method.
+DEMO_RECIPE = "recipes/cpu_small.flags"
+DEMO_NUM_IMAGES = 300
+DEMO_IMAGE_SIZE = 240
+WARMUP_STEPS = 800
+
 
 def find_recipe(path):
     """`path`, or the same path inside the repository (recipes/... from any folder)."""
@@ -59,10 +68,11 @@ def prepare_data(data_dir, *, num_images, image_size, seed):
         log(f"data: {data_dir} is up to date")
     else:
         log(f"data: generating {num_images} synthetic images ({image_size} px) in {src}")
+        workers = min(4, os.cpu_count() or 1)  # the output does not depend on it
         summary = make_synthetic.generate(output_dir=src, num_images=num_images,
                                           image_size=image_size, seed=seed,
                                           difficulty=settings["difficulty"],
-                                          val_fraction=0.3)
+                                          val_fraction=0.3, num_workers=workers)
         log("data: " + make_synthetic.format_person_statistics(summary["person_statistics"]))
         for split in ("train", "val"):
             log(f"data: converting {split} to TFRecords in {tfr}")
@@ -71,7 +81,8 @@ def prepare_data(data_dir, *, num_images, image_size, seed):
                 images_dir=os.path.join(src, "JPEGImages"),
                 voc_annotations_dir=os.path.join(src, "Annotations"),
                 split_list=os.path.join(src, "ImageSets", f"{split}.txt"),
-                split_name=split, output_dir=tfr, num_shards=2, on_error="fail")
+                split_name=split, output_dir=tfr, num_shards=2, num_workers=workers,
+                on_error="fail")
         with open(stamp, "w") as f:
             json.dump(settings, f)
     return os.path.join(tfr, "train-*.tfrecord"), os.path.join(tfr, "val-*.tfrecord")
@@ -107,6 +118,32 @@ def train_run(model_dir, recipe, overrides, train_data, val_data, steps=None, *,
     log(f"train: {model_dir} done in {time.time() - start:.0f} s")
 
 
+def train_with_warmup(run_root, name, recipe, overrides, train_data, val_data, *,
+                      warmup_steps, steps=None, recipe_path=DEMO_RECIPE):
+    """Trains run `name` under `run_root`, first its supervised warm-up if it has one.
+
+    `overrides` may name the warm-up run under "warmup" (sweep.grid does): that run
+    (supervised, the same parts and labeled set, `warmup_steps` steps) is trained once
+    into run_root/<warm-up name> and shared by every run that names it; the run then
+    starts from its network (--init=run). Returns the run's directory.
+    """
+    overrides = dict(overrides)
+    warm = overrides.pop("warmup", None)
+    if warm is not None and warmup_steps > 0:
+        warm_dir = os.path.join(run_root, warm)
+        warm_overrides = {"method": "supervised", "num_labeled": overrides["num_labeled"],
+                          "labeled_seed": overrides.get("labeled_seed", 0)}
+        if "parts" in overrides:
+            warm_overrides["parts"] = overrides["parts"]
+        train_run(warm_dir, recipe, warm_overrides, train_data, val_data, warmup_steps,
+                  recipe_path=recipe_path)
+        overrides.update(init="run", init_weights=warm_dir)
+    model_dir = os.path.join(run_root, name)
+    train_run(model_dir, recipe, overrides, train_data, val_data, steps,
+              recipe_path=recipe_path)
+    return model_dir
+
+
 def _convert(field, text):
     kind = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", "")
     if "bool" in kind:
@@ -116,3 +153,49 @@ def _convert(field, text):
     if "float" in kind:
         return float(text)
     return text
+
+
+def gradient_scale(model_dir, train_data, *, labeled_ids, batch_labeled, batch_unlabeled,
+                   crop_size, min_scale=0.75, max_scale=1.25, batches=8, seed=0):
+    """How large the unlabeled terms' gradients are beside L_humanparts', on a network.
+
+    Loads the last checkpoint of the run `model_dir`, draws `batches` training batches
+    of the coseg method (labeled crops of `labeled_ids` + unlabeled crops of every
+    training image) and returns the mean over batches of
+    ||grad L_coseg|| / ||grad L_humanparts|| and ||grad L_human|| / ||grad L_humanparts||
+    (Euclidean norms over all trainable weights, weights 1): the factor a weight beta or
+    alpha multiplies. With beta = 0.001 L_coseg's gradient is 0.001 times the first.
+
+    Returns:
+      {"coseg": float, "human": float, "batches": int}.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    from coseg_tf import train_lib
+    from coseg_tf import trainer as trainer_lib
+    from pipelines import streams
+
+    network, info = train_lib.load_network(model_dir, "last")
+    trainer = trainer_lib.CosegTrainer(network, num_classes=info["num_classes"],
+                                       method="coseg", alpha=1.0, beta=1.0)
+    ds = streams.train_dataset(train_data, method="coseg", scheme=info["parts"],
+                               labeled_ids=labeled_ids, batch_labeled=batch_labeled,
+                               batch_unlabeled=batch_unlabeled, crop_size=crop_size,
+                               min_scale=min_scale, max_scale=max_scale, seed=seed)
+    variables = network.trainable_variables
+
+    def norm(grads):
+        return float(tf.linalg.global_norm([g for g in grads if g is not None]))
+
+    ratios = {"coseg": [], "human": []}
+    for element in ds.take(batches):
+        element = {k: {n: t for n, t in v.items() if n != "id"} for k, v in element.items()}
+        with tf.GradientTape(persistent=True) as tape:
+            result, _ = trainer.compute_losses(element, training=True)
+        base = norm(tape.gradient(result["humanparts"], variables))
+        for term in ratios:
+            ratios[term].append(norm(tape.gradient(result[term], variables)) / base)
+        del tape
+    return {"coseg": float(np.mean(ratios["coseg"])), "human": float(np.mean(ratios["human"])),
+            "batches": batches}

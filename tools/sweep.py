@@ -1,21 +1,39 @@
 """A grid of training runs, evaluated the same way, aggregated over labeled-set seeds.
 
     python tools/sweep.py --num_labeled=10,20,50 --seeds=0,1,2 --methods=supervised,coseg \
-        --run_dir=runs/sweep [--recipe=recipes/cpu_small.flags] [--steps=N]
+        --run_dir=runs/sweep --results_dir=docs/sweep [--parts=all4] [--recipe=...]
 
-Every run (method x n_f x seed, plus the all-labels ceiling `supervised_all`) trains in
-its own directory `RUN_DIR/<method>_nf<N>_seed<S>` with the same recipe and the same
-number of steps, keeping a checkpoint per interval. Each is evaluated on val at its
-final checkpoint (no checkpoint is picked on the validation set) and at its last three
-checkpoints, whose mean is reported beside it (DESIGN §6). A finished run (DONE file,
-metrics written) is not redone when the sweep is restarted.
+Every run (part scheme x method x n_f x seed, plus the all-labels ceiling
+`supervised_all` of each scheme) trains in its own directory
+`RUN_DIR/<parts>/<method>_nf<N>_seed<S>` with the same recipe and the same number of
+steps, keeping a checkpoint per interval. With --warmup_steps (the demo's schedule,
+`experiments.WARMUP_STEPS`, by default) every run of a labeled set starts from one
+supervised warm-up on it, shared by all the methods, the baseline included (DESIGN §6).
+Each run is evaluated on val at its final checkpoint (no checkpoint is picked on the
+validation set) and at its last three checkpoints, whose mean is reported beside it.
 
-Writes RUN_DIR/SWEEP.md (Table 2's layout, mean ± std over seeds, final and
-last-three), RUN_DIR/sweep.json (every number) and RUN_DIR/figure4.png (mean IoU against
-n_f, one line per method, error bars = std over seeds, the ceiling as a line).
-Extra methods (`coseg_alpha0`: L_coseg only; `coseg_beta0`: L_human only) are the
-ablations DESIGN §6 asks for; `gmp` and `em_adapt` are Table 2's baselines that read
-the unlabeled images' image-level labels (marked so in the table).
+Results that outlive the machine: with --results_dir each finished run leaves one small
+JSON there (`<parts>/<run>.json`: its evaluations, its history.csv rows with the
+mining precision of every interval, its config and labeled ids). A run whose JSON is
+there is not trained again, on this machine or a fresh one, so a sweep that takes
+longer than one session continues where the last one stopped (keep the JSONs in the
+repository: docs/sweep/). A finished run directory (DONE, sweep_eval.json) is not
+redone either. The warm-up of a labeled set lives only in RUN_DIR: a method added
+later on a fresh machine trains that warm-up again (same seeds; float rounding may
+differ).
+
+Writes RUN_DIR/SWEEP.md (per scheme: Table 2's layout or, for head|body|hand|leg, the
+paper's Table 1 layout; mean ± std over seeds, final and last-three; mining precision
+against chance, last interval and over training), RUN_DIR/sweep.json (every number),
+RUN_DIR/figure4.png (mean IoU against n_f, error bars = std over seeds, the ceiling as
+a line) and RUN_DIR/mining.png (mining precision and chance over training).
+
+Methods (`METHODS`): `supervised`; `coseg` with the paper's α = β = 0.001 and its
+ablations `coseg_beta0` (L_human only) and `coseg_alpha0` (L_coseg only); `coseg_w1`,
+α = β = 1 (L_coseg's gradient on L_humanparts' scale, docs/RESULTS.md), its ablations
+and its mining options (`coseg_w1_inference`, `_prototype`, `_cosine`, `_agreement`,
+`_targets2`: `losses.MiningOptions`); `gmp` and `em_adapt`, Table 2's baselines that
+read the unlabeled images' image-level labels (marked so in the table).
 """
 
 from __future__ import annotations
@@ -48,6 +66,18 @@ METHODS = {
     "coseg_w1": {"method": "coseg", "alpha": 1.0, "beta": 1.0},
     "coseg_w1_beta0": {"method": "coseg", "alpha": 1.0, "beta": 0.0},   # L_human only
     "coseg_w1_alpha0": {"method": "coseg", "alpha": 0.0, "beta": 1.0},  # L_coseg only
+    # Mining options beside the paper's (losses.MiningOptions), on coseg_w1, where
+    # L_coseg weighs enough to matter.
+    "coseg_w1_inference": {"method": "coseg", "alpha": 1.0, "beta": 1.0,
+                           "mining_features": "inference"},
+    "coseg_w1_prototype": {"method": "coseg", "alpha": 1.0, "beta": 1.0,
+                           "mining_point": "prototype"},
+    "coseg_w1_cosine": {"method": "coseg", "alpha": 1.0, "beta": 1.0,
+                        "mining_distance": "cosine"},
+    "coseg_w1_agreement": {"method": "coseg", "alpha": 1.0, "beta": 1.0,
+                           "mining_agreement": True},
+    "coseg_w1_targets2": {"method": "coseg", "alpha": 1.0, "beta": 1.0,
+                          "mining_targets": 2},
     # Table 2's baselines that read the unlabeled images' image-level labels
     "gmp": {"method": "gmp"},
     "em_adapt": {"method": "em_adapt"},
@@ -55,25 +85,32 @@ METHODS = {
 
 
 def define_flags():
-    flags.DEFINE_list("num_labeled", ["10", "20", "50", "100"], "Values of n_f.")
+    flags.DEFINE_list("num_labeled", ["10", "20", "50"], "Values of n_f.")
     flags.DEFINE_list("seeds", ["0", "1", "2"], "Labeled-set seeds.")
     flags.DEFINE_list("methods", ["supervised", "coseg"],
                       f"Methods, among {', '.join(METHODS)}.")
+    flags.DEFINE_list("parts", None, "Part schemes (default: the recipe's --parts), e.g. "
+                      "all4 (Table 2) or head,body,hand,leg (Table 1).")
     flags.DEFINE_boolean("ceiling", True, "Also the all-labels supervised run (c).")
-    flags.DEFINE_string("recipe", "recipes/cpu_small.flags", "Training recipe (flag file).")
-    flags.DEFINE_integer("steps", None, "Training steps of every run (default: recipe's).")
+    flags.DEFINE_string("recipe", experiments.DEMO_RECIPE, "Training recipe (flag file).")
+    flags.DEFINE_integer("steps", None, "Training steps of every run after its warm-up "
+                         "(default: the recipe's).")
     flags.DEFINE_string("run_dir", "runs/sweep", "Where the runs and the tables go.")
+    flags.DEFINE_string("results_dir", None,
+                        "Where each finished run's small result JSON goes (e.g. "
+                        "docs/sweep); a run whose JSON is there is not trained again.")
     flags.DEFINE_string("data_dir", "data/synthetic", "Synthetic data (as make demo).")
-    flags.DEFINE_integer("num_images", 300, "Synthetic images (train + val).")
-    flags.DEFINE_integer("image_size", 160, "Synthetic image size.")
+    flags.DEFINE_integer("num_images", experiments.DEMO_NUM_IMAGES,
+                         "Synthetic images (train + val).")
+    flags.DEFINE_integer("image_size", experiments.DEMO_IMAGE_SIZE, "Synthetic image size.")
     flags.DEFINE_integer("data_seed", 0, "Seed of the synthetic data.")
     flags.DEFINE_string("train_data", None, "TFRecords instead of the synthetic data.")
     flags.DEFINE_string("val_data", None, "Validation TFRecords (with --train_data).")
     flags.DEFINE_integer("last_k", 3, "Checkpoints averaged in the 'last three' column.")
-    flags.DEFINE_integer("warmup_steps", 0,
+    flags.DEFINE_integer("warmup_steps", experiments.WARMUP_STEPS,
                          "Supervised warm-up steps on each labeled set before the methods "
-                         "(0 = none): one warm-up run per (n_f, seed), shared by every "
-                         "method, which then trains --steps more steps from it.")
+                         "(0 = none): one warm-up run per (parts, n_f, seed), shared by "
+                         "every method, which then trains --steps more steps from it.")
     flags.DEFINE_boolean("aggregate_only", False,
                          "Train nothing: tabulate the finished runs of the grid (e.g. "
                          "after several sweep processes shared one --run_dir).")
@@ -126,31 +163,49 @@ def evaluate_checkpoints(model_dir, val_data, last_k):
             output_dir=os.path.join(model_dir, f"eval_val_{name}"), verbose=0))
         results[name] = {"iou": metrics["iou"], "part_mean_iou": metrics["part_mean_iou"],
                          "mean_iou": metrics["mean_iou"]}
-    tmp = out_path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(results, f, indent=1)
-    os.replace(tmp, out_path)
+    _write_json(out_path, results)
     return results
 
 
-def mining_summary(model_dir):
-    """Mining precision and chance over the last interval of a coseg run, or None."""
+def _write_json(path, value):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(value, f, indent=1, default=str)
+    os.replace(tmp, path)
+
+
+def read_history(model_dir):
+    """history.csv rows of a run as {column: float}, one per checkpoint interval."""
     import csv
 
     path = os.path.join(model_dir, "history.csv")
     if not os.path.exists(path):
+        return []
+    rows = []
+    for row in csv.DictReader(open(path)):
+        rows.append({k: (float(v) if v not in ("", None) else None) for k, v in row.items()})
+    return rows
+
+
+def mining_summary(history):
+    """Mining precision and chance over the last interval of a coseg run, or None."""
+    if not history or "mining_precision" not in history[-1]:
         return None
-    rows = list(csv.DictReader(open(path)))
-    if not rows or "mining_precision" not in rows[-1]:
-        return None
-    last = rows[-1]
-    return {k: float(v) for k, v in last.items() if k.startswith("mining_")}
+    return {k: v for k, v in history[-1].items() if k.startswith("mining_")}
 
 
 def run_result(model_dir, val_data, last_k):
-    """What the tables read of a finished run: its checkpoint evaluations and mining."""
-    return {"eval": evaluate_checkpoints(model_dir, val_data, last_k),
-            "mining": mining_summary(model_dir)}
+    """What the tables read of a finished run: checkpoint evaluations, history, mining."""
+    history = read_history(model_dir)
+    result = {"eval": evaluate_checkpoints(model_dir, val_data, last_k),
+              "mining": mining_summary(history), "history": history}
+    config_path = os.path.join(model_dir, "config.json")
+    if os.path.exists(config_path):
+        result["config"] = json.load(open(config_path))
+    ids_path = os.path.join(model_dir, "labeled_ids.txt")
+    if os.path.exists(ids_path) and result.get("config", {}).get("num_labeled", 0) <= 100:
+        result["labeled_ids"] = open(ids_path).read().split()
+    return result
 
 
 def _mean_std(values):
@@ -167,7 +222,8 @@ def aggregate(results, runs, class_names, parts):
         if name not in results:
             continue
         key = (method, n)
-        entry = table.setdefault(key, {"seeds": [], "final": [], "lastk": [], "mining": []})
+        entry = table.setdefault(key, {"seeds": [], "final": [], "lastk": [], "mining": [],
+                                       "mining_curve": []})
         evals = results[name]["eval"]
         entry["seeds"].append(seed)
         entry["final"].append(evals["last"])
@@ -178,6 +234,9 @@ def aggregate(results, runs, class_names, parts):
         } if others else evals["last"])
         if results[name]["mining"]:
             entry["mining"].append(results[name]["mining"])
+            entry["mining_curve"].append(
+                [(r.get("mining_precision"), r.get("mining_chance"))
+                 for r in results[name].get("history", [])])
     rows = []
     for (method, n), entry in table.items():
         row = {"method": method, "num_labeled": n, "seeds": entry["seeds"]}
@@ -185,9 +244,16 @@ def aggregate(results, runs, class_names, parts):
             ms = entry[view]
             row[view] = {c: _mean_std([m["iou"].get(c) for m in ms]) for c in parts}
             row[view]["mean"] = _mean_std([m["part_mean_iou"] for m in ms])
+            if "other" in class_names:
+                row[view]["other"] = _mean_std([m["iou"].get("other") for m in ms])
         if entry["mining"]:
             keys = entry["mining"][0].keys()
             row["mining"] = {k: _mean_std([m.get(k) for m in entry["mining"]]) for k in keys}
+            length = min(len(c) for c in entry["mining_curve"])
+            row["mining_curve"] = [
+                {"precision": _mean_std([c[i][0] for c in entry["mining_curve"]]),
+                 "chance": _mean_std([c[i][1] for c in entry["mining_curve"]])}
+                for i in range(length)]
         rows.append(row)
     return rows
 
@@ -206,29 +272,74 @@ def _cell(ms):
     return f"{100 * mean:.1f} ± {100 * std:.1f}"
 
 
+def _ordered(rows):
+    return sorted(rows, key=lambda r: (r["num_labeled"] is None, r["num_labeled"] or 0,
+                                       r["method"] != "supervised", r["method"]))
+
+
+def _label(method):
+    return method + (" (image labels)" if _reads_image_labels(method) else "")
+
+
 def markdown(rows, parts, num_train):
+    """Table 2's layout (one model for all parts): parts, mean, mean of the last 3."""
     lines = ["| Method | n_f | seeds | " + " | ".join(parts) + " | mean | mean (last 3) |",
              "|---|---:|---:|" + "---:|" * (len(parts) + 2)]
-    order = sorted(rows, key=lambda r: (r["num_labeled"] is None,
-                                        r["num_labeled"] or 0, r["method"]))
-    for r in order:
+    for r in _ordered(rows):
         n = r["num_labeled"] if r["num_labeled"] is not None else num_train
         cells = [_cell(r["final"][p]) for p in parts]
-        label = r["method"] + (" (image labels)" if _reads_image_labels(r["method"]) else "")
-        lines.append(f"| {label} | {n} | {len(r['seeds'])} | " + " | ".join(cells)
+        lines.append(f"| {_label(r['method'])} | {n} | {len(r['seeds'])} | "
+                     + " | ".join(cells)
                      + f" | {_cell(r['final']['mean'])} | {_cell(r['lastk']['mean'])} |")
-    mining = [r for r in order if "mining" in r]
-    if mining:
-        lines += ["", "Mining precision over the last checkpoint interval (share of mined "
-                  "positions whose hidden class is the class they were mined for) beside "
-                  "what random positions inside the target's human region give:", "",
-                  "| Method | n_f | precision | chance | per class |", "|---|---:|---:|---:|---|"]
-        for r in mining:
-            m = r["mining"]
-            per = ", ".join(f"{k.split('/')[1]} {_cell(v)}" for k, v in m.items() if "/" in k)
-            lines.append(f"| {r['method']} | {r['num_labeled']} | "
-                         f"{_cell(m['mining_precision'])} | {_cell(m['mining_chance'])} | "
-                         f"{per} |")
+    return "\n".join(lines)
+
+
+def markdown_table1(rows_by_part, num_train):
+    """The paper's Table 1 layout: one 3-class model per part; each part's IoU and its
+    'others' (other human region) IoU, final checkpoint and mean of the last three."""
+    parts = [p for p in ("head", "body", "hand", "leg") if p in rows_by_part]
+    keys = sorted({(r["method"], r["num_labeled"]) for p in parts for r in rows_by_part[p]},
+                  key=lambda k: (k[1] is None, k[1] or 0, k[0] != "supervised", k[0]))
+    lines = ["| Method | n_f | " + " | ".join(
+        f"{p} | {p} others | {p} (last 3)" for p in parts) + " |",
+        "|---|---:|" + "---:|" * (3 * len(parts))]
+    for method, n in keys:
+        cells = []
+        for p in parts:
+            row = next((r for r in rows_by_part[p]
+                        if (r["method"], r["num_labeled"]) == (method, n)), None)
+            if row is None:
+                cells += ["-", "-", "-"]
+                continue
+            cells += [_cell(row["final"][p]), _cell(row["final"].get("other", (None, None))),
+                      _cell(row["lastk"][p])]
+        lines.append(f"| {_label(method)} | {n if n is not None else num_train} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def markdown_mining(rows):
+    """Mining precision against chance: the last interval, per class, and over training."""
+    mining = [r for r in _ordered(rows) if "mining" in r]
+    if not mining:
+        return ""
+    lines = ["Mining precision (share of mined positions whose hidden class is the class "
+             "they were mined for) beside what random positions inside the target's human "
+             "region give (chance), over the last checkpoint interval, mean ± std over "
+             "seeds; then the precision ÷ chance at the first, middle and last interval:", "",
+             "| Method | n_f | precision | chance | per class | ÷ chance over training |",
+             "|---|---:|---:|---:|---|---|"]
+    for r in mining:
+        m = r["mining"]
+        per = ", ".join(f"{k.split('/')[1]} {_cell(v)}" for k, v in m.items() if "/" in k)
+        curve = r.get("mining_curve") or []
+        ratios = []
+        for i in sorted({0, len(curve) // 2, len(curve) - 1}) if curve else []:
+            p, c = curve[i]["precision"][0], curve[i]["chance"][0]
+            ratios.append("-" if p is None or not c else f"{p / c:.2f}")
+        lines.append(f"| {r['method']} | {r['num_labeled']} | "
+                     f"{_cell(m['mining_precision'])} | {_cell(m['mining_chance'])} | "
+                     f"{per} | {' → '.join(ratios)} |")
     return "\n".join(lines)
 
 
@@ -237,7 +348,7 @@ def figure4(rows, path, num_train):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
     methods = sorted({r["method"] for r in rows if r["num_labeled"] is not None})
     for m in methods:
         pts = sorted((r["num_labeled"], r["final"]["mean"]) for r in rows
@@ -254,10 +365,59 @@ def figure4(rows, path, num_train):
     ax.set_ylabel("mean IoU of the parts (%)")
     ax.set_title("Mean IoU against n_f (mean ± std over seeds)")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def mining_figure(rows, path):
+    """Mining precision (solid) and chance (dashed) over training, mean over seeds."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in _ordered(rows) if r.get("mining_curve")]
+    if not rows:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in rows:
+        curve = r["mining_curve"]
+        xs = list(range(1, len(curve) + 1))
+        line, = ax.plot(xs, [100 * (c["precision"][0] or 0) for c in curve], "-o", ms=3,
+                        label=f"{r['method']} n_f={r['num_labeled']}")
+        ax.plot(xs, [100 * (c["chance"][0] or 0) for c in curve], "--",
+                color=line.get_color())
+    ax.set_xlabel("checkpoint interval")
+    ax.set_ylabel("%")
+    ax.set_title("Mining precision (solid) and chance (dashed) over training")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _gradient_scale(recipe, train_data, schemes, num_labeled):
+    """`experiments.gradient_scale` on the first warm-up of the sweep, if it is here."""
+    if not FLAGS.warmup_steps or FLAGS.aggregate_only:
+        return None
+    parts = schemes[0]
+    warm = os.path.join(FLAGS.run_dir, parts, warmup_name(num_labeled[0], FLAGS.seeds[0]))
+    if not os.path.exists(os.path.join(warm, "DONE")):
+        return None
+    ids = open(os.path.join(warm, "labeled_ids.txt")).read().split()
+    scale = experiments.gradient_scale(
+        warm, train_data, labeled_ids=ids, batch_labeled=int(recipe["batch_labeled"]),
+        batch_unlabeled=int(recipe["batch_unlabeled"]), crop_size=int(recipe["crop_size"]),
+        min_scale=float(recipe.get("min_scale", 0.75)),
+        max_scale=float(recipe.get("max_scale", 1.25)))
+    return dict(scale, run=f"{parts}/{os.path.basename(warm)}")
+
+
+def _result_path(results_dir, parts, name):
+    return os.path.join(results_dir, parts, name + ".json") if results_dir else None
 
 
 def main(argv):
@@ -279,63 +439,106 @@ def main(argv):
     bad = [n for n in num_labeled if not 0 < n <= num_train]
     if bad:
         raise app.UsageError(f"--num_labeled: {bad} outside 1..{num_train} (training images)")
+    schemes = FLAGS.parts or [recipe.get("parts", "all4")]
+    for name in schemes:
+        try:
+            schema.get_scheme(name)
+        except ValueError as e:
+            raise app.UsageError(f"--parts: {e}") from None
     runs = grid(num_labeled, [int(s) for s in FLAGS.seeds], FLAGS.methods, FLAGS.ceiling,
                 warmup=FLAGS.warmup_steps > 0)
     if FLAGS.dry_run:
-        for r in runs:
-            print(r[0] + (f" (from {r[4]['warmup']})" if "warmup" in r[4] else ""))
+        for parts in schemes:
+            for r in runs:
+                print(f"{parts}/{r[0]}"
+                      + (f" (from {parts}/{r[4]['warmup']})" if "warmup" in r[4] else ""))
         return 0
-    scheme = schema.get_scheme(recipe.get("parts", "all4"))
-    parts = [c for c in scheme.class_names if c not in ("background", "other")]
-    results = {}
-    for i, (name, method, n, seed, overrides) in enumerate(runs, 1):
-        if n is None:
-            overrides = dict(overrides, num_labeled=num_train)
-        model_dir = os.path.join(FLAGS.run_dir, name)
-        if FLAGS.aggregate_only:
-            if os.path.exists(os.path.join(model_dir, "DONE")):
-                results[name] = run_result(model_dir, val_data, FLAGS.last_k)
-            continue
-        if "warmup" in overrides:
-            # The warm-up: supervised on the same labeled set, trained once and shared
-            # by every method of this (n_f, seed); each method starts from its weights.
-            warm = overrides.pop("warmup")
-            warm_dir = os.path.join(FLAGS.run_dir, warm)
-            experiments.train_run(warm_dir, recipe, {
-                "method": "supervised", "num_labeled": overrides["num_labeled"],
-                "labeled_seed": overrides.get("labeled_seed", 0)},
-                train_data, val_data, FLAGS.warmup_steps, recipe_path=FLAGS.recipe)
-            overrides = dict(overrides, init="run", init_weights=warm_dir)
-        experiments.log(f"run {i}/{len(runs)}: {name}", tag="sweep")
-        experiments.train_run(model_dir, recipe, dict(overrides, keep_checkpoints=True),
-                              train_data, val_data, FLAGS.steps, recipe_path=FLAGS.recipe)
-        results[name] = run_result(model_dir, val_data, FLAGS.last_k)
-    rows = aggregate(results, runs, scheme.class_names, parts)
+    steps = FLAGS.steps or int(recipe.get("steps"))
+    results_by_part, rows_by_part = {}, {}
+    total = len(runs) * len(schemes)
+    done = 0
+    for parts in schemes:
+        scheme = schema.get_scheme(parts)
+        run_root = os.path.join(FLAGS.run_dir, parts)
+        results = results_by_part[parts] = {}
+        for name, method, n, seed, overrides in runs:
+            done += 1
+            overrides = dict(overrides, parts=parts)
+            if n is None:
+                overrides = dict(overrides, num_labeled=num_train)
+            model_dir = os.path.join(run_root, name)
+            saved = _result_path(FLAGS.results_dir, parts, name)
+            if saved and os.path.exists(saved):
+                results[name] = json.load(open(saved))
+                continue
+            if FLAGS.aggregate_only:
+                if os.path.exists(os.path.join(model_dir, "DONE")):
+                    results[name] = run_result(model_dir, val_data, FLAGS.last_k)
+                continue
+            experiments.log(f"run {done}/{total}: {parts}/{name}", tag="sweep")
+            experiments.train_with_warmup(
+                run_root, name, recipe, dict(overrides, keep_checkpoints=True), train_data,
+                val_data, warmup_steps=FLAGS.warmup_steps, steps=FLAGS.steps,
+                recipe_path=FLAGS.recipe)
+            results[name] = run_result(model_dir, val_data, FLAGS.last_k)
+            if saved:
+                os.makedirs(os.path.dirname(saved), exist_ok=True)
+                _write_json(saved, results[name])
+        part_names = [c for c in scheme.class_names if c not in ("background", "other")]
+        rows_by_part[parts] = aggregate(results, runs, scheme.class_names, part_names)
+
     os.makedirs(FLAGS.run_dir, exist_ok=True)
-    with open(os.path.join(FLAGS.run_dir, "sweep.json"), "w") as f:
-        json.dump({"runs": results, "rows": rows, "recipe": FLAGS.recipe,
-                   "steps": FLAGS.steps or recipe.get("steps")}, f, indent=1, default=str)
-    table = markdown(rows, parts, num_train)
+    scale = _gradient_scale(recipe, train_data, schemes, num_labeled)
+    _write_json(os.path.join(FLAGS.run_dir, "sweep.json"), {
+        "runs": results_by_part, "rows": rows_by_part, "recipe": FLAGS.recipe,
+        "steps": steps, "warmup_steps": FLAGS.warmup_steps, "gradient_scale": scale})
     command = "python tools/sweep.py " + " ".join(
         f"--{k}={','.join(map(str, v)) if isinstance(v, list) else v}"
-        for k, v in (("num_labeled", FLAGS.num_labeled), ("seeds", FLAGS.seeds),
-                     ("methods", FLAGS.methods), ("recipe", FLAGS.recipe),
-                     ("run_dir", FLAGS.run_dir)))
+        for k, v in (("parts", schemes), ("num_labeled", FLAGS.num_labeled),
+                     ("seeds", FLAGS.seeds), ("methods", FLAGS.methods),
+                     ("recipe", FLAGS.recipe), ("run_dir", FLAGS.run_dir)))
+    if FLAGS.results_dir:
+        command += f" --results_dir={FLAGS.results_dir}"
     if FLAGS.steps:
         command += f" --steps={FLAGS.steps}"
-    if FLAGS.warmup_steps:
-        command += f" --warmup_steps={FLAGS.warmup_steps}"
+    command += f" --warmup_steps={FLAGS.warmup_steps}"
+    schedule = (f"Every run: {FLAGS.warmup_steps} supervised warm-up steps on its labeled "
+                f"set (one warm-up per scheme, n_f and seed, shared by the methods), then "
+                f"{steps} steps of the method. " if FLAGS.warmup_steps else "")
+    text = [f"# Sweep\n\n`{command}`\n\n{schedule}Part IoU in %, mean ± std over "
+            "labeled-set seeds, final checkpoint; 'last 3' is the mean of the last three "
+            "interval checkpoints.\n"]
+    per_part = [p for p in schemes if p in ("head", "body", "hand", "leg")]
+    if per_part:
+        text += ["## Table 1 layout: one model per part\n",
+                 markdown_table1({p: rows_by_part[p] for p in per_part}, num_train), ""]
+    for parts in schemes:
+        if parts in per_part:
+            continue
+        scheme = schema.get_scheme(parts)
+        part_names = [c for c in scheme.class_names if c not in ("background", "other")]
+        text += [f"## Scheme `{parts}`\n", markdown(rows_by_part[parts], part_names,
+                                                    num_train), ""]
+    for parts in schemes:
+        mining = markdown_mining(rows_by_part[parts])
+        if mining:
+            text += [f"### Mining, `{parts}`\n", mining, ""]
+    if scale:
+        text += ["### The weights of the unlabeled terms\n",
+                 f"On the warm-up `{scale['run']}` ({scale['batches']} training batches), "
+                 f"||∇L_coseg|| / ||∇L_humanparts|| = {scale['coseg']:.2f} and "
+                 f"||∇L_human|| / ||∇L_humanparts|| = {scale['human']:.2f} at weight 1: "
+                 f"the paper's β = 0.001 gives L_coseg {0.001 * scale['coseg']:.4f} of "
+                 "L_humanparts' gradient; `coseg_w1` (α = β = 1) gives it "
+                 f"{scale['coseg']:.2f}.", ""]
+    main_parts = next((p for p in schemes if p not in per_part), schemes[0])
+    figure4(rows_by_part[main_parts], os.path.join(FLAGS.run_dir, "figure4.png"), num_train)
+    text.append("![Figure 4](figure4.png)\n")
+    if mining_figure(rows_by_part[main_parts], os.path.join(FLAGS.run_dir, "mining.png")):
+        text.append("![Mining precision over training](mining.png)\n")
     with open(os.path.join(FLAGS.run_dir, "SWEEP.md"), "w") as f:
-        schedule = (f"Every run: {FLAGS.warmup_steps} supervised warm-up steps on its labeled "
-                    f"set (one warm-up per n_f and seed, shared by the methods), then "
-                    f"{FLAGS.steps or recipe.get('steps')} steps of the method. "
-                    if FLAGS.warmup_steps else "")
-        f.write(f"# Sweep\n\n`{command}`\n\n{schedule}Scheme `{scheme.name}`, part IoU in %, "
-                "mean ± std over labeled-set seeds, final checkpoint; 'last 3' is the mean "
-                f"of the last three interval checkpoints.\n\n{table}\n\n"
-                "![Figure 4](figure4.png)\n")
-    figure4(rows, os.path.join(FLAGS.run_dir, "figure4.png"), num_train)
-    print(table)
+        f.write("\n".join(text))
+    print("\n".join(text))
     experiments.log(f"wrote {FLAGS.run_dir}/SWEEP.md, sweep.json, figure4.png in "
                     f"{(time.time() - start) / 60:.1f} min", tag="sweep")
     return 0
