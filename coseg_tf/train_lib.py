@@ -40,6 +40,7 @@ import tensorflow as tf
 
 from coseg_tf import distribute
 from coseg_tf import model as model_lib
+from coseg_tf import precision
 from coseg_tf import trainer as trainer_lib
 from coseg_tf import weights as weights_lib
 from pipelines import decode, schema, streams
@@ -71,6 +72,8 @@ class TrainConfig:
     init_weights: Optional[str] = None
     dropout_rate: float = 0.5
     norm: str = "none"
+    fc6_impl: str = "auto"
+    mixed_precision: str = "off"
     method: str = "coseg"
     alpha: float = 0.001
     beta: float = 0.001
@@ -83,6 +86,7 @@ class TrainConfig:
     fc8_lr_multiplier: float = 10.0
     poly_power: float = 0.9
     steps: int = 6000
+    jit_compile: bool = False
     checkpoint_every: int = 100
     keep_checkpoints: bool = False
     val_steps: int = 20
@@ -162,6 +166,12 @@ def validate(config: TrainConfig):
                           "ImageNet VGG16 weights belong to the network without "
                           "normalisation (--norm=none, the paper's); use --init=random "
                           "with a norm")
+    if config.fc6_impl not in model_lib.FC6_IMPLS:
+        raise ConfigError(f"--fc6_impl={config.fc6_impl!r} is not one of "
+                          f"{', '.join(model_lib.FC6_IMPLS)}")
+    if config.mixed_precision not in precision.MIXED_PRECISION:
+        raise ConfigError(f"--mixed_precision={config.mixed_precision!r} is not one of "
+                          f"{', '.join(precision.MIXED_PRECISION)}")
     for flag in ("train_data", "val_data"):
         pattern = getattr(config, flag)
         if pattern is None:
@@ -401,7 +411,8 @@ def build_trainer(config: TrainConfig, scheme, *, steps_per_execution=1):
     keras.utils.set_random_seed(config.seed)
     network = model_lib.build_deeplab_largefov(
         num_classes=scheme.num_classes, width_multiplier=config.width_multiplier,
-        dropout_rate=config.dropout_rate, norm=config.norm)
+        dropout_rate=config.dropout_rate, norm=config.norm, fc6_impl=config.fc6_impl,
+        dtype_policy=precision.policy_name(config.mixed_precision))
     if config.init == "vgg16":
         weights_lib.load_vgg16_weights(network, config.init_weights)
     elif config.init == "run":
@@ -420,8 +431,12 @@ def build_trainer(config: TrainConfig, scheme, *, steps_per_execution=1):
     schedule = keras.optimizers.schedules.PolynomialDecay(
         config.learning_rate, decay_steps=config.steps, end_learning_rate=0.0,
         power=config.poly_power)
-    trainer.compile(optimizer=keras.optimizers.SGD(schedule, momentum=config.momentum),
-                    steps_per_execution=steps_per_execution)
+    # float16: dynamic loss scaling (coseg_tf.precision); XLA only when asked (on
+    # this project's CPU it made the step 2.1-2.6x slower, docs/PERFORMANCE.md).
+    optimizer = precision.wrap_optimizer(
+        keras.optimizers.SGD(schedule, momentum=config.momentum), config.mixed_precision)
+    trainer.compile(optimizer=optimizer, steps_per_execution=steps_per_execution,
+                    jit_compile=bool(config.jit_compile))
     trainer.build()
     trainer.optimizer.build(trainer.network.trainable_variables)
     return trainer
@@ -464,7 +479,8 @@ def run_training(config: TrainConfig):
             "architecture": "deeplab_largefov", "parts": scheme.name,
             "class_names": list(scheme.class_names), "num_classes": scheme.num_classes,
             "width_multiplier": config.width_multiplier, "norm": config.norm,
-            "human_region": config.human_region,
+            "human_region": config.human_region, "fc6_impl": config.fc6_impl,
+            "mixed_precision": config.mixed_precision,
         }, indent=2) + "\n")
         if config.method in trainer_lib.IMAGE_LABEL_METHODS:
             _write_text(os.path.join(config.model_dir, IMAGE_LABELS_FILE),
@@ -612,6 +628,10 @@ def load_network(model_dir, checkpoint="last"):
     Args:
       model_dir: a run directory written by `run_training`.
       checkpoint: "last", "best", or a path to a `.weights.h5` file of a run.
+
+    The network is float32 whatever precision the run trained in (its variables are
+    float32 under every policy), with fc6 in the run's `fc6_impl` form ("auto" for
+    runs that predate it: taps on CPU, the convolution with a GPU).
     """
     info = read_model_info(model_dir)
     path = checkpoint
@@ -619,9 +639,15 @@ def load_network(model_dir, checkpoint="last"):
         path = os.path.join(model_dir, "checkpoints", f"{checkpoint}.weights.h5")
     if not tf.io.gfile.exists(path):
         raise ConfigError(f"checkpoint {path} not found")
-    network = model_lib.build_deeplab_largefov(
-        num_classes=info["num_classes"], width_multiplier=info["width_multiplier"],
-        norm=info.get("norm", "none"))
+    # float32 whatever the run's --mixed_precision: the checkpoint's variables are
+    # float32 under every policy. fc6 in the run's form (older runs: "auto").
+    try:
+        network = model_lib.build_deeplab_largefov(
+            num_classes=info["num_classes"], width_multiplier=info["width_multiplier"],
+            norm=info.get("norm", "none"), fc6_impl=info.get("fc6_impl", "auto"),
+            dtype_policy="float32")
+    except ValueError as e:
+        raise ConfigError(f"{os.path.join(model_dir, 'model.json')}: {e}") from None
     # The checkpoint holds the CosegTrainer (network + optimizer state): load it into
     # an uncompiled trainer of the same structure (the optimizer state is not needed),
     # whose network is then the trained one.

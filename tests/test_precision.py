@@ -1,0 +1,189 @@
+"""Mixed precision, loss scaling, XLA and the CPU flags (coseg_tf/precision.py).
+
+A coseg train step built by `train_lib.build_trainer` under mixed_float16 and under
+mixed_bfloat16 is compared with the float32 step on the same initial weights and batch:
+its losses and its weight update. Tolerances (measured here at width 0.0625, 33^2,
+1 + 3 images, weight decay 0.1 so that the decay term is a visible part of the update):
+
+  losses, relative         float16 1e-4 (measured ~1e-6)   bfloat16 1e-3 (~2e-5)
+  update, max |dW - dW32| / max |dW32|
+                           float16 5e-3 (measured 2.4e-4)  bfloat16 3e-2 (2.1e-3)
+  (without the loss scale on the weight decay, float16 gives 1.8e-2)
+
+A loss scale that overflows float16 gradients skips the step (weights unchanged and
+finite, scale halved), where the same step with a fixed scale writes Inf/NaN into the
+weights. XLA gives the same losses and update as no XLA.
+"""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import keras
+
+from coseg_tf import precision
+from coseg_tf import train_lib
+from pipelines import schema
+
+SCHEME = schema.get_scheme("all4")
+SIZE = 33
+TOLERANCES = {"float16": (1e-4, 5e-3), "bfloat16": (1e-3, 3e-2)}
+
+
+def _batch(seed=0, n_f=1, n_u=3):
+    rng = np.random.default_rng(seed)
+    region = np.zeros((SIZE, SIZE, 1), np.float32)
+    region[4:28, 8:24] = 1
+    labels = rng.integers(0, SCHEME.num_classes, (n_f, SIZE, SIZE)).astype(np.int32)
+    labels[:, region[..., 0] == 0] = 0
+    return {"labeled": {"image": rng.uniform(0, 255, (n_f, SIZE, SIZE, 3)).astype(np.float32),
+                        "human_region": np.stack([region] * n_f), "labels": labels},
+            "unlabeled": {"image": rng.uniform(0, 255, (n_u, SIZE, SIZE, 3)).astype(np.float32),
+                          "human_region": np.stack([region] * n_u)}}
+
+
+def _trainer(mixed_precision="off", **overrides):
+    """A compiled coseg trainer as train.py builds it (tiny width, no dropout)."""
+    fields = dict(train_data="unused", model_dir="unused", width_multiplier=0.0625,
+                  init="random", dropout_rate=0.0, learning_rate=0.01, weight_decay=0.1,
+                  mixed_precision=mixed_precision)
+    fields.update(overrides)
+    return train_lib.build_trainer(train_lib.TrainConfig(**fields), SCHEME)
+
+
+def _weights(trainer):
+    return [v.numpy() for v in trainer.network.trainable_variables]
+
+
+def _one_step(trainer, batch):
+    before = _weights(trainer)
+    logs = {k: float(v) for k, v in tf.function(trainer.train_step)(batch).items()}
+    return logs, before, _weights(trainer)
+
+
+@pytest.fixture(scope="module")
+def float32_step():
+    return _one_step(_trainer("off"), _batch())
+
+
+@pytest.mark.parametrize("mixed_precision", ["float16", "bfloat16"])
+def test_mixed_precision_step_equals_the_float32_step(float32_step, mixed_precision):
+    loss_tol, update_tol = TOLERANCES[mixed_precision]
+    trainer = _trainer(mixed_precision)
+    assert trainer.network.get_layer("fc6").compute_dtype == mixed_precision
+    assert trainer.network.get_layer("fc8").compute_dtype == "float32"
+    assert all(v.dtype == "float32" for v in trainer.network.trainable_variables)
+    logs, before, after = _one_step(trainer, _batch())
+    logs32, before32, after32 = float32_step
+    for a, b in zip(before, before32):
+        np.testing.assert_array_equal(a, b)  # same seed, same float32 initial weights
+    assert set(logs) == set(logs32)
+    for name in logs32:
+        assert logs[name] == pytest.approx(logs32[name], rel=loss_tol), name
+    if mixed_precision == "float16":
+        # The step was applied, not skipped by the loss scaling.
+        assert int(trainer.optimizer.applied_steps.numpy()) == 1
+    update = [b - a for a, b in zip(before, after)]
+    update32 = [b - a for a, b in zip(before32, after32)]
+    largest = max(np.abs(u).max() for u in update32)
+    worst = max(np.abs(u - u32).max() for u, u32 in zip(update, update32))
+    assert worst <= update_tol * largest, (worst, largest)
+
+
+def test_float16_runs_with_dynamic_loss_scaling_and_bfloat16_without():
+    assert isinstance(_trainer("float16").optimizer, precision.SyncedLossScaleOptimizer)
+    for choice in ("off", "bfloat16"):
+        optimizer = _trainer(choice).optimizer
+        assert isinstance(optimizer, keras.optimizers.SGD)
+        assert optimizer.scale_loss(1.0) == 1.0
+
+
+def test_an_overflowing_float16_step_is_skipped_without_nan():
+    batch = _batch(seed=1)
+    # A fixed huge scale, no skipping: the float16 backward pass overflows and the
+    # update writes Inf/NaN into the weights. (What the dynamic scaling must prevent.)
+    naive = _trainer("float16")
+    inner = naive.optimizer.inner_optimizer
+    inner.loss_scale_factor = 2.0 ** 40
+    naive.compile(optimizer=inner)
+    naive.optimizer.build(naive.network.trainable_variables)
+    _one_step(naive, batch)
+    assert not all(np.isfinite(w).all() for w in _weights(naive))
+
+    trainer = _trainer("float16")
+    optimizer = trainer.optimizer
+    optimizer.dynamic_scale.assign(2.0 ** 40)
+    logs, before, after = _one_step(trainer, batch)
+    assert np.isfinite(logs["loss"])  # the loss itself is float32 and finite
+    for a, b in zip(before, after):
+        np.testing.assert_array_equal(a, b)  # skipped: nothing changed
+    assert float(optimizer.dynamic_scale.numpy()) == 2.0 ** 39
+    assert int(optimizer.iterations.numpy()) == 1  # train steps, skipped included
+    assert int(optimizer.applied_steps.numpy()) == 0
+    # The scale halves at each overflow until a step goes through, finite.
+    step = tf.function(trainer.train_step)
+    for _ in range(40):
+        step(batch)
+        if int(optimizer.applied_steps.numpy()):
+            break
+    assert int(optimizer.applied_steps.numpy()) == 1
+    weights = _weights(trainer)
+    assert all(np.isfinite(w).all() for w in weights)
+    assert any(not np.array_equal(a, b) for a, b in zip(before, weights))
+    assert float(optimizer.dynamic_scale.numpy()) < 2.0 ** 39
+
+
+def test_jit_compile_gives_the_same_losses_and_update():
+    batch = _batch(seed=2)
+    ds = tf.data.Dataset.from_tensors(batch)
+    runs = {}
+    for jit in (False, True):
+        trainer = _trainer(jit_compile=jit)
+        assert trainer.jit_compile is jit
+        before = _weights(trainer)
+        history = trainer.fit(ds, epochs=1, steps_per_epoch=1, verbose=0).history
+        runs[jit] = ({k: v[0] for k, v in history.items()}, before, _weights(trainer))
+    (logs, before, after), (logs_xla, before_xla, after_xla) = runs[False], runs[True]
+    assert set(logs) == set(logs_xla) >= {"loss", "humanparts", "human", "coseg"}
+    for name in logs:
+        assert logs_xla[name] == pytest.approx(logs[name], rel=1e-5, abs=1e-7), name
+    for a, b, c, d in zip(before, after, before_xla, after_xla):
+        np.testing.assert_array_equal(a, c)
+        np.testing.assert_allclose(d - c, b - a, atol=1e-6)
+
+
+def test_policy_names():
+    assert [precision.policy_name(c) for c in precision.MIXED_PRECISION] == [
+        "float32", "mixed_float16", "mixed_bfloat16"]
+    with pytest.raises(ValueError, match="mixed_precision must be one of off, float16"):
+        precision.policy_name("half")
+
+
+CPUINFO = """processor\t: 0
+vendor_id\t: {vendor}
+flags\t\t: fpu sse2 avx avx2 fma {extra}
+bogomips\t: 4000.00
+
+processor\t: 1
+flags\t\t: fpu sse2 avx avx2 fma {extra}
+"""
+
+
+@pytest.mark.parametrize("extra, native", [
+    ("", False),                                  # this project's AVX2 EPYC
+    ("avx512f avx512_vnni", False),               # AVX-512 without BF16 (Skylake-SP)
+    ("avx512f avx512_vnni avx512_bf16", True),    # Cooper Lake, Zen 4
+    ("avx512f amx_tile amx_bf16 amx_int8", True),  # Sapphire Rapids AMX
+])
+def test_native_bfloat16_is_read_from_the_cpu_flags(extra, native):
+    flags = precision.cpu_flags(CPUINFO.format(vendor="X", extra=extra))
+    assert {"avx2", "fma"} <= flags
+    assert set(extra.split()) <= flags
+    assert precision.has_native_bfloat16(flags) is native
+
+
+def test_cpu_flags_of_this_machine_and_of_no_cpuinfo():
+    assert precision.cpu_flags("processor\t: 0\n") == frozenset()
+    flags = precision.cpu_flags()
+    with open("/proc/cpuinfo") as f:
+        first = next(line for line in f if line.startswith("flags"))
+    assert flags == frozenset(first.split(":", 1)[1].split())
