@@ -465,6 +465,8 @@ def run_training(config: TrainConfig):
     epochs = math.ceil(config.steps / steps_per_epoch)
     backup_dir = os.path.join(config.model_dir, "backup")
     initial_epoch, backup_weights = read_backup(backup_dir, steps_per_epoch)
+    if backup_weights is not None:
+        _check_resumed_precision(config)
     initial_step = initial_epoch * steps_per_epoch
 
     gfile = tf.io.gfile
@@ -604,6 +606,26 @@ def _check_init_run(config, scheme):
     if info.get("norm", "none") != config.norm:
         raise ConfigError(f"--init_weights: {run_dir} has --norm={info.get('norm', 'none')}, "
                           f"this run --norm={config.norm}")
+
+
+def _check_resumed_precision(config):
+    """A resumed run keeps its --mixed_precision: the backup holds that optimizer's state.
+
+    (float16's loss-scale optimizer has variables the others lack.) The network's
+    weights alone load across precisions: --init=run starts a new run from them.
+    """
+    try:
+        trained = read_model_info(config.model_dir).get("mixed_precision", "off")
+    except ConfigError:
+        return  # no model.json yet: read_backup / restore_backup report the state
+    if trained != config.mixed_precision:
+        raise ConfigError(
+            f"--mixed_precision={config.mixed_precision}, but the run in "
+            f"{config.model_dir} trained with --mixed_precision={trained} (model.json) "
+            f"and its backup holds that optimizer's state: resume with "
+            f"--mixed_precision={trained}, or start a new run from its weights with "
+            f"--init=run --init_weights={config.model_dir} (weights load across "
+            "precisions)")
 
 
 def read_model_info(model_dir):

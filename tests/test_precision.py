@@ -15,6 +15,8 @@ finite, scale halved), where the same step with a fixed scale writes Inf/NaN int
 weights. XLA gives the same losses and update as no XLA.
 """
 
+import dataclasses
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -187,3 +189,86 @@ def test_cpu_flags_of_this_machine_and_of_no_cpuinfo():
     with open("/proc/cpuinfo") as f:
         first = next(line for line in f if line.startswith("flags"))
     assert flags == frozenset(first.split(":", 1)[1].split())
+
+
+# === A mixed-precision run, then eval and export from it ===
+
+@pytest.fixture(scope="module")
+def tfrecords(tmp_path_factory):
+    from conftest import make_synthetic_tfrecords
+
+    return make_synthetic_tfrecords(tmp_path_factory.mktemp("synthetic"), num_images=12,
+                                    image_size=80, seed=0, val_fraction=0.25)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mixed_precision, fc6_impl", [("float16", "auto"),
+                                                       ("bfloat16", "conv")])
+def test_eval_and_export_of_a_mixed_precision_run(tfrecords, tmp_path, monkeypatch,
+                                                  mixed_precision, fc6_impl):
+    import json
+
+    from coseg_tf import evaluation
+    from coseg_tf import export as export_lib
+
+    model_dir = str(tmp_path / "run")
+    config = train_lib.TrainConfig(
+        train_data=tfrecords["train"], model_dir=model_dir, init="random",
+        width_multiplier=0.0625, crop_size=65, batch_labeled=1, batch_unlabeled=2,
+        num_labeled=3, steps=2, checkpoint_every=2, strategy="default", verbose=0,
+        learning_rate=0.01, mixed_precision=mixed_precision, fc6_impl=fc6_impl)
+    train_lib.run_training(config)
+    with open(f"{model_dir}/model.json") as f:
+        info = json.load(f)
+    assert info["mixed_precision"] == mixed_precision and info["fc6_impl"] == fc6_impl
+    with open(f"{model_dir}/DONE") as f:
+        assert f.read() == "steps 2\n"  # skipped float16 steps count as steps
+
+    # Eval and export rebuild the network in float32, with the run's fc6 form.
+    network, _ = train_lib.load_network(model_dir)
+    assert network.get_layer("fc6").implementation == train_lib.model_lib.resolve_fc6_impl(
+        fc6_impl)
+    assert {layer.compute_dtype for layer in network.layers} == {"float32"}
+    weights = network.get_weights()
+    assert all(np.isfinite(w).all() for w in weights)
+
+    metrics = evaluation.evaluate(evaluation.EvalConfig(
+        eval_data=tfrecords["val"], model_dir=model_dir, verbose=0))
+    assert metrics["num_images"] > 0 and 0.0 <= metrics["pixel_accuracy"] <= 1.0
+
+    result = export_lib.run_export(export_lib.ExportConfig(
+        model_dir=model_dir, export_dir=str(tmp_path / "export")))
+    served = tf.saved_model.load(result.path).signatures[export_lib.MASK_SIGNATURE]
+    assert served.structured_outputs["probabilities"].dtype == tf.float32
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (1, 41, 47, 3)).astype(np.uint8)
+    mask = np.ones((1, 41, 47), np.uint8)
+    got = served(image=tf.constant(image), human_mask=tf.constant(mask))
+    # The same weights in a float32 network in memory, through the same function.
+    names = tmp_path / "class_names.txt"
+    names.write_text("".join(n + "\n" for n in SCHEME.class_names))
+    server = export_lib.SegmentationServer(network, str(names))
+    expected = server.serve_mask(image, mask)
+    np.testing.assert_allclose(got["probabilities"], expected["probabilities"], atol=1e-6)
+
+    # Resuming in another precision is refused before any work (the backup holds the
+    # optimizer state of this one); a new run starts from the weights in float32.
+    other = dataclasses.replace(config, mixed_precision="off", steps=4)
+    with pytest.raises(train_lib.ConfigError,
+                       match=f"trained with --mixed_precision={mixed_precision}"):
+        train_lib.run_training(other)
+    if mixed_precision == "float16":
+        warm = dataclasses.replace(other, model_dir=str(tmp_path / "warm"), init="run",
+                                   init_weights=model_dir, steps=1, checkpoint_every=1)
+        trainer_weights = {}
+        original = train_lib.build_trainer
+
+        def build_and_keep(*args, **kwargs):
+            trainer = original(*args, **kwargs)
+            trainer_weights["start"] = trainer.network.get_weights()
+            return trainer
+
+        monkeypatch.setattr(train_lib, "build_trainer", build_and_keep)
+        train_lib.run_training(warm)
+        for a, b in zip(trainer_weights["start"], weights):
+            np.testing.assert_array_equal(a, b)
