@@ -133,6 +133,30 @@ def wrap_optimizer(optimizer, mixed_precision: str):
 
 # === The CPU ===
 
+def read_cpuinfo(cpuinfo_text=None) -> dict:
+    """{key: value} of the first processor in /proc/cpuinfo ("model name", "flags", ...).
+
+    Args:
+      cpuinfo_text: the text of /proc/cpuinfo; None reads the file ({} where there is
+        none, e.g. not Linux).
+    """
+    if cpuinfo_text is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpuinfo_text = f.read()
+        except OSError:
+            return {}
+    info = {}
+    for line in cpuinfo_text.splitlines():
+        if not line.strip():
+            if info:
+                break  # the first processor's block ends
+            continue
+        key, _, value = line.partition(":")
+        info.setdefault(key.strip(), value.strip())
+    return info
+
+
 def cpu_flags(cpuinfo_text=None) -> frozenset:
     """The instruction-set flags of the CPU, as /proc/cpuinfo lists them.
 
@@ -141,19 +165,9 @@ def cpu_flags(cpuinfo_text=None) -> frozenset:
         there is none, e.g. not Linux).
 
     Returns:
-      The flags of the first "flags" line (every core of a machine lists the same).
+      The flags of the first processor (every core of a machine lists the same).
     """
-    if cpuinfo_text is None:
-        try:
-            with open("/proc/cpuinfo") as f:
-                cpuinfo_text = f.read()
-        except OSError:
-            return frozenset()
-    for line in cpuinfo_text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "flags":
-            return frozenset(value.split())
-    return frozenset()
+    return frozenset(read_cpuinfo(cpuinfo_text).get("flags", "").split())
 
 
 def has_native_bfloat16(flags) -> bool:

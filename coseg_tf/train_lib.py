@@ -456,6 +456,14 @@ def run_training(config: TrainConfig):
         raise ConfigError(str(e)) from None
     scheme, all_ids, labeled_ids = validate(config)
     replicas = strategy.num_replicas_in_sync
+    if config.jit_compile and replicas > 1:
+        # Keras compiles its whole step function, strategy.run over every replica
+        # included; an XLA cluster cannot span devices ("Trying to access resource
+        # ... located in device CPU:1 from device CPU:0").
+        raise ConfigError(f"--jit_compile needs a single replica, but --strategy="
+                          f"{config.strategy} runs {replicas}: XLA compiles the whole "
+                          "step, which cannot span the replicas' devices; use one device "
+                          "(--strategy=default) or leave --jit_compile off")
     multi_worker = distribute.is_multi_worker(strategy)
     # Only the chief writes the run directory (one worker unless multi_worker).
     chief = distribute.is_chief(strategy)

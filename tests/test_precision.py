@@ -177,7 +177,9 @@ flags\t\t: fpu sse2 avx avx2 fma {extra}
     ("avx512f amx_tile amx_bf16 amx_int8", True),  # Sapphire Rapids AMX
 ])
 def test_native_bfloat16_is_read_from_the_cpu_flags(extra, native):
-    flags = precision.cpu_flags(CPUINFO.format(vendor="X", extra=extra))
+    text = CPUINFO.format(vendor="X", extra=extra)
+    assert precision.read_cpuinfo(text)["vendor_id"] == "X"
+    flags = precision.cpu_flags(text)
     assert {"avx2", "fma"} <= flags
     assert set(extra.split()) <= flags
     assert precision.has_native_bfloat16(flags) is native

@@ -25,6 +25,11 @@ for context only. See docs/PERFORMANCE.md for what each number means and its goa
                       compiled trainer: Keras 3.15's jit_compile="auto" resolves to off
                       here, so the default step runs without XLA).
   mixed_bfloat16      coseg step under keras.mixed_precision 'mixed_bfloat16' / float32.
+  mixed_float16       coseg step under 'mixed_float16' (dynamic loss scaling) / float32.
+
+The table starts with the CPU (model, the instruction-set flags that decide TF's CPU
+kernels, native bfloat16 or not, TF_ENABLE_ONEDNN_OPTS) and ends with a note: the XLA and
+mixed-precision rows are CPU figures and say nothing about GPUs.
 
 Also: peak RSS of a train process (a subprocess that only builds the trainer and runs
 steps), and step cost against B_u and against the crop size (three points each).
@@ -66,6 +71,7 @@ from coseg_tf import export as export_lib  # noqa: E402
 from coseg_tf import losses as losses_lib  # noqa: E402
 from coseg_tf import masking  # noqa: E402
 from coseg_tf import model as model_lib  # noqa: E402
+from coseg_tf import precision  # noqa: E402
 from coseg_tf import trainer as trainer_lib  # noqa: E402
 from coseg_tf.layers import DilatedConv2D  # noqa: E402
 from pipelines import records, schema, streams  # noqa: E402
@@ -231,22 +237,19 @@ class SupervisedOnAllTrainer(trainer_lib.CosegTrainer):
                 "human": human}, None
 
 
-def _build_trainer(cls, scheme, width, method="coseg", policy=None, seed=0):
-    """A compiled trainer as `train_lib.build_trainer` makes it (random init, SGD)."""
+def _build_trainer(cls, scheme, width, method="coseg", mixed_precision="off", seed=0):
+    """A compiled trainer as `train_lib.build_trainer` makes it (random init, SGD;
+    float16 with its loss-scale optimizer)."""
     keras.utils.set_random_seed(seed)
-    old = keras.mixed_precision.global_policy().name
-    if policy:
-        keras.mixed_precision.set_global_policy(policy)
-    try:
-        network = model_lib.build_deeplab_largefov(num_classes=scheme.num_classes,
-                                                   width_multiplier=width)
-    finally:
-        keras.mixed_precision.set_global_policy(old)
+    network = model_lib.build_deeplab_largefov(
+        num_classes=scheme.num_classes, width_multiplier=width,
+        dtype_policy=precision.policy_name(mixed_precision))
     trainer = cls(network, num_classes=scheme.num_classes, method=method,
                   class_names=scheme.class_names)
     schedule = keras.optimizers.schedules.PolynomialDecay(1e-3, decay_steps=6000,
                                                           end_learning_rate=0.0, power=0.9)
-    trainer.compile(optimizer=keras.optimizers.SGD(schedule, momentum=0.9))
+    trainer.compile(optimizer=precision.wrap_optimizer(
+        keras.optimizers.SGD(schedule, momentum=0.9), mixed_precision))
     trainer.build()
     trainer.optimizer.build(trainer.network.trainable_variables)
     return trainer
@@ -358,14 +361,17 @@ def _first(ds):
 # === Sections ===
 
 def measure_training(s, scheme, pattern, labeled_ids):
-    """coseg_overhead, input_pipeline, compute_efficiency, jit_compile, mixed_bfloat16."""
+    """coseg_overhead, input_pipeline, compute_efficiency, jit_compile, mixed_bfloat16,
+    mixed_float16."""
     data = _first(_train_ds(pattern, scheme, labeled_ids, s))
     coseg = _build_trainer(trainer_lib.CosegTrainer, scheme, s.width)
     fit_jit = coseg.jit_compile is True  # what keras' fit uses ("auto" resolved)
     supervised = _build_trainer(SupervisedOnAllTrainer, scheme, s.width)
     other_jit = _build_trainer(trainer_lib.CosegTrainer, scheme, s.width)
     bf16 = _build_trainer(trainer_lib.CosegTrainer, scheme, s.width,
-                          policy="mixed_bfloat16")
+                          mixed_precision="bfloat16")
+    fp16 = _build_trainer(trainer_lib.CosegTrainer, scheme, s.width,
+                          mixed_precision="float16")
     dense, dense_flops = _dense_conv_case(*s.dense_conv)
 
     pipeline_ds = _train_ds(pattern, scheme, labeled_ids, s)
@@ -395,7 +401,8 @@ def measure_training(s, scheme, pattern, labeled_ids):
     t2 = _interleaved({"coseg": coseg_step, other: _step_fn(other_jit, data, not fit_jit),
                        "dense_conv": dense, "pipeline": pipeline}, s.reps)
     t3 = _interleaved({"coseg": coseg_step,
-                       "coseg_mixed_bfloat16": _step_fn(bf16, data, fit_jit)},
+                       "coseg_mixed_bfloat16": _step_fn(bf16, data, fit_jit),
+                       "coseg_mixed_float16": _step_fn(fp16, data, fit_jit)},
                       max(1, min(2, s.reps)))
     n = s.images_per_step
     nominal, executed = conv_flops(coseg.network, s.crop)
@@ -413,22 +420,28 @@ def measure_training(s, scheme, pattern, labeled_ids):
                                ">= 0.6"),
         "jit_compile": (jit_ratio, None),
         "mixed_bfloat16": (paired(t3, "coseg_mixed_bfloat16", "coseg"), None),
+        "mixed_float16": (paired(t3, "coseg_mixed_float16", "coseg"), None),
     }
-    t = {"overhead_pair": t, "compute_group": t2, "bfloat16_pair": t3}
+    t = {"overhead_pair": t, "compute_group": t2, "mixed_precision_group": t3}
     step = t2["coseg"]["median"]
 
     # Correctness of XLA and bfloat16: losses on the same weights and batch, dropout off.
     check = _build_trainer(trainer_lib.CosegTrainer, scheme, s.width, seed=1)
     check_bf16 = _build_trainer(trainer_lib.CosegTrainer, scheme, s.width, seed=1,
-                                policy="mixed_bfloat16")
+                                mixed_precision="bfloat16")
+    check_fp16 = _build_trainer(trainer_lib.CosegTrainer, scheme, s.width, seed=1,
+                                mixed_precision="float16")
     check_bf16.network.set_weights(check.network.get_weights())
+    check_fp16.network.set_weights(check.network.get_weights())
     losses = {}
     for name, trainer, jit in (("float32", check, False), ("float32_xla", check, True),
-                               ("mixed_bfloat16", check_bf16, fit_jit)):
+                               ("mixed_bfloat16", check_bf16, fit_jit),
+                               ("mixed_float16", check_fp16, fit_jit)):
         fn = tf.function(lambda d, tr=trainer: tr.compute_losses(d, training=False)[0],
                          jit_compile=jit)
         losses[name] = {k: float(v) for k, v in fn(data).items()}
     bf16_logs = {k: float(v) for k, v in _step_fn(bf16, data, fit_jit)().items()}
+    fp16_logs = {k: float(v) for k, v in _step_fn(fp16, data, fit_jit)().items()}
 
     def rel(a, b):
         return max(abs(losses[a][k] - losses[b][k]) / max(abs(losses[b][k]), 1e-12)
@@ -452,6 +465,12 @@ def measure_training(s, scheme, pattern, labeled_ids):
         "bfloat16_losses_finite": all(math.isfinite(v) for v in
                                       list(bf16_logs.values())
                                       + list(losses["mixed_bfloat16"].values())),
+        "float16_vs_float32_max_rel_diff": rel("mixed_float16", "float32"),
+        "float16_train_step_logs": fp16_logs,
+        "float16_losses_finite": all(math.isfinite(v) for v in
+                                     list(fp16_logs.values())
+                                     + list(losses["mixed_float16"].values())),
+        "float16_loss_scale": float(fp16.optimizer.scale_loss(1.0)),
     }
     return results, detail, fit_jit
 
@@ -648,13 +667,30 @@ def _met(value, goal):
     return value <= float(bound) if op == "<=" else value >= float(bound)
 
 
+def cpu_report(cpuinfo_text=None):
+    """The CPU the ratios were measured on: model, the flags that decide TF's CPU
+    kernels (those of precision.REPORTED_CPU_FLAGS it has), native bfloat16, oneDNN."""
+    info = precision.read_cpuinfo(cpuinfo_text)
+    flags = precision.cpu_flags(cpuinfo_text)
+    return {"model": info.get("model name", "unknown"),
+            "flags": [f for f in precision.REPORTED_CPU_FLAGS if f in flags],
+            "native_bfloat16": precision.has_native_bfloat16(flags),
+            "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "(unset)")}
+
+
 def format_table(report):
-    """The printed table: one line per ratio."""
-    lines = [f"{'ratio':<20} {'value':>8} {'goal':>8} {'met':>4}  what"]
+    """The printed table: the CPU, one line per ratio, the note on CPU figures."""
+    cpu = report["cpu"]
+    lines = [f"CPU: {cpu['model']}, {report['cpu_count']} cores; flags "
+             f"{' '.join(cpu['flags']) or '(none of ' + ' '.join(precision.REPORTED_CPU_FLAGS) + ')'}"
+             f"; native bfloat16: {'yes' if cpu['native_bfloat16'] else 'no'}; "
+             f"TF_ENABLE_ONEDNN_OPTS={cpu['TF_ENABLE_ONEDNN_OPTS']}",
+             f"{'ratio':<20} {'value':>8} {'goal':>8} {'met':>4}  what"]
     for row in report["ratios"]:
         met = {True: "yes", False: "NO", None: "-"}[row["met"]]
         lines.append(f"{row['name']:<20} {row['value']:>8.3f} {row['goal'] or '-':>8} "
                      f"{met:>4}  {row['what']}")
+    lines.append(f"note: {CPU_NOTE}")
     return "\n".join(lines)
 
 
@@ -668,7 +704,12 @@ _WHAT = {
     "serving": "SavedModel serving_default latency / in-memory tf.function",
     "jit_compile": "coseg step time, XLA on / off",
     "mixed_bfloat16": "coseg step time, mixed_bfloat16 / float32",
+    "mixed_float16": "coseg step time, mixed_float16 (loss scaling) / float32",
 }
+# Printed under the table: the precision and XLA rows measure this CPU only.
+CPU_NOTE = ("jit_compile, mixed_bfloat16 and mixed_float16 are CPU figures: they say "
+            "nothing about GPUs (docs/GPU.md). Native bfloat16 needs AVX512-BF16 or "
+            "AMX-BF16; without them TensorFlow emulates it.")
 
 
 def run_bench(s, paper=False):
@@ -677,6 +718,7 @@ def run_bench(s, paper=False):
     scheme = schema.get_scheme(_PARTS.value)
     report = {"settings": dataclasses.asdict(s), "parts": scheme.name,
               "load_average_start": list(os.getloadavg()), "cpu_count": os.cpu_count(),
+              "cpu": cpu_report(),
               "tensorflow": tf.__version__, "keras": keras.__version__}
     ratios, details = {}, {}
     tmp = tempfile.mkdtemp(prefix="coseg_bench_")
