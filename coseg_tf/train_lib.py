@@ -432,7 +432,7 @@ def build_trainer(config: TrainConfig, scheme, *, steps_per_execution=1):
         config.learning_rate, decay_steps=config.steps, end_learning_rate=0.0,
         power=config.poly_power)
     # float16: dynamic loss scaling (coseg_tf.precision); XLA only when asked (on
-    # this project's CPU it made the step 2.1-2.6x slower, docs/PERFORMANCE.md).
+    # this project's CPU it made the step 2.0-2.6x slower, docs/PERFORMANCE.md).
     optimizer = precision.wrap_optimizer(
         keras.optimizers.SGD(schedule, momentum=config.momentum), config.mixed_precision)
     trainer.compile(optimizer=optimizer, steps_per_execution=steps_per_execution,

@@ -103,7 +103,7 @@ def define_optimizer_flags():
     flags.DEFINE_integer("steps", 6000, "Training steps.")
     flags.DEFINE_boolean("jit_compile", train_lib.TrainConfig.jit_compile,
                          "Compile the train step with XLA. Off by default: on this "
-                         "project's CPU it made the step 2.1-2.6x slower; measure on GPUs.")
+                         "project's CPU it made the step 2.0-2.6x slower; measure on GPUs.")
 
 
 def define_run_flags():
