@@ -134,6 +134,7 @@ def test_an_overflowing_float16_step_is_skipped_without_nan():
     assert float(optimizer.dynamic_scale.numpy()) < 2.0 ** 39
 
 
+@pytest.mark.slow  # XLA compiles the step: ~20 s
 def test_jit_compile_gives_the_same_losses_and_update():
     batch = _batch(seed=2)
     ds = tf.data.Dataset.from_tensors(batch)
