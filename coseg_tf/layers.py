@@ -1,16 +1,26 @@
 """Small Keras layers of the DeepLab-LargeFOV network.
 
 `DilatedConv2D` is a dilated ('atrous') 3x3 convolution with 'same' padding and stride 1,
-computed as a sum of one matrix product per kernel tap over shifted windows of the input.
-It holds the same `kernel` (kh, kw, cin, cout) and `bias` (cout,) variables as
-`keras.layers.Conv2D`, so weight files and checkpoints look the same.
+computed in one of two ways (`implementation`) from the same `kernel` (kh, kw, cin, cout)
+and `bias` (cout,) variables as `keras.layers.Conv2D`:
 
-Why not `keras.layers.Conv2D(dilation_rate=12)`: on the TensorFlow CPU backend a dilated
-convolution is rewritten as SpaceToBatch -> Conv2D -> BatchToSpace; with dilation 12 on a
-21x21 map that is a convolution over 144x the batch of 2x2 maps, which falls off a cliff
-(measured here for fc6 of the full-width network, batch 8, 21x21, forward+backward: about
-26 s as Conv2D against under 1 s as per-tap products; `tools/bench_fc6.py` repeats it). The
-plain Conv2D op itself refuses dilations > 1 on CPU.
+  "taps"  a sum of one matrix product per kernel tap over shifted windows of the input
+          (the fast form on CPU, see below);
+  "conv"  TensorFlow's dilated convolution, `tf.nn.convolution(dilations=...)`, exactly
+          what a dilated `keras.layers.Conv2D` runs: TF 2.21 rewrites it, on CPU and GPU
+          alike, as SpaceToBatch -> an undilated Conv2D (cuDNN on a GPU) ->
+          BatchToSpace. (The Conv2D op's own `dilations`, cuDNN's native dilated
+          convolution, is not used: the CPU kernel refuses dilations > 1, so it could
+          not be tested here.)
+
+Both forms are one layer class, so that weight files and checkpoints are the same
+whichever form a run trained with: Keras 3 keys a layer's weights by its class, and a
+`Conv2D` in fc6's place would renumber every `conv2d_N` after it.
+
+Why per tap on CPU: with dilation 12 on a 21x21 map the SpaceToBatch form is a
+convolution over 144x the batch of 2x2 maps, which falls off a cliff on CPU (measured
+here for fc6 of the full-width network, batch 8, 21x21, forward+backward: about 26 s as
+Conv2D against under 1 s as per-tap products; `tools/bench_fc6.py` repeats it).
 
 The per-tap form also skips work a dilated convolution wastes on zero padding: tap (i, j)
 is shifted by (oi, oj) = (i * d - pad_top, j * d - pad_left) and only the output window
@@ -27,6 +37,8 @@ import tensorflow as tf
 
 # Per-channel ImageNet means in BGR order, as in keras.applications.vgg16 ('caffe' mode).
 VGG_BGR_MEANS = (103.939, 116.779, 123.68)
+# DilatedConv2D's two forms (see the module docstring).
+IMPLEMENTATIONS = ("taps", "conv")
 
 
 def _pair(value, name):
@@ -65,13 +77,14 @@ def _tap_window(size, offset):
 
 @keras.saving.register_keras_serializable(package="coseg_tf")
 class DilatedConv2D(keras.layers.Layer):
-    """A 2-D dilated convolution, 'same' padding, stride 1, as per-tap matrix products.
+    """A 2-D dilated convolution, 'same' padding, stride 1, per tap or as one convolution.
 
     Numerically the same as `keras.layers.Conv2D(filters, kernel_size,
     dilation_rate=dilation_rate, padding='same')` with the same `kernel` and `bias`
     (up to float rounding, ~1e-6), and with the same variable names and shapes, so
-    weights load into either. Fast on small maps with large dilations, where the
-    SpaceToBatch path of a dilated Conv2D is slow on CPU (see the module docstring).
+    weights load into either. The "taps" form is fast on small maps with large
+    dilations, where the SpaceToBatch path of a dilated Conv2D is slow on CPU; the
+    "conv" form is that dilated convolution (see the module docstring).
 
     Args:
         filters: int, the number of output channels.
@@ -83,6 +96,8 @@ class DilatedConv2D(keras.layers.Layer):
         bias_initializer: initializer of the (filters,) bias.
         kernel_regularizer: optional regularizer of the kernel.
         bias_regularizer: optional regularizer of the bias.
+        implementation: "taps" (per-tap matrix products) or "conv"
+            (`tf.nn.convolution` with dilations); same variables, same outputs.
         **kwargs: other keyword arguments of `keras.layers.Layer` (`name`, `dtype`, ...).
 
     Example:
@@ -103,10 +118,15 @@ class DilatedConv2D(keras.layers.Layer):
                  bias_initializer="zeros",
                  kernel_regularizer=None,
                  bias_regularizer=None,
+                 implementation="taps",
                  **kwargs):
         super().__init__(**kwargs)
         if not isinstance(filters, int) or filters < 1:
             raise ValueError(f"`filters` must be a positive int, got {filters!r}")
+        if implementation not in IMPLEMENTATIONS:
+            raise ValueError(f"`implementation` must be one of {IMPLEMENTATIONS}, got "
+                             f"{implementation!r}")
+        self.implementation = implementation
         self.filters = filters
         self.kernel_size = _pair(kernel_size, "kernel_size")
         self.dilation_rate = _pair(dilation_rate, "dilation_rate")
@@ -151,13 +171,35 @@ class DilatedConv2D(keras.layers.Layer):
     def call(self, inputs):
         # inputs: [B, H, W, cin]
         x = tf.convert_to_tensor(inputs)
+        if self.implementation == "conv":
+            outputs = tf.nn.convolution(
+                x, tf.cast(tf.convert_to_tensor(self.kernel), x.dtype), strides=1,
+                padding="SAME", dilations=self.dilation_rate)
+        else:
+            outputs = self._taps(x)
+        # outputs: [B, H, W, filters]
+        if self.use_bias:
+            outputs = tf.nn.bias_add(outputs, tf.cast(tf.convert_to_tensor(self.bias),
+                                                      x.dtype))
+        if self.activation is not None:
+            outputs = self.activation(outputs)
+        return outputs
+
+    def _taps(self, x):
+        """The convolution of x [B, H, W, cin] as per-tap products, no bias: [B, H, W, filters]."""
         dynamic = tf.shape(x)
         batch = x.shape[0] if x.shape[0] is not None else dynamic[0]
         height = x.shape[1] if x.shape[1] is not None else dynamic[1]
         width = x.shape[2] if x.shape[2] is not None else dynamic[2]
         in_channels = x.shape[-1]
-        # kernel: [kh, kw, cin, filters], in the compute dtype (mixed precision).
+        kh, kw = self.kernel_size
+        # kernel: [kh, kw, cin, filters], in the compute dtype (mixed precision), as
+        # kh * kw taps [cin, filters]. Unstacked rather than indexed, and the windows
+        # below cut with tf.slice rather than x[...]: their gradients are one Pack and
+        # Pads instead of a full-size StridedSliceGrad per tap (fc6 forward + backward
+        # 0.55-0.76x the time on CPU, docs/PERFORMANCE.md).
         kernel = tf.cast(tf.convert_to_tensor(self.kernel), x.dtype)
+        taps = tf.unstack(tf.reshape(kernel, [kh * kw, in_channels, self.filters]))
         row_offsets, col_offsets = self._offsets()
 
         outputs = None
@@ -167,10 +209,14 @@ class DilatedConv2D(keras.layers.Layer):
                 c0, c1 = _tap_window(width, oj)
                 if _is_static(r0, r1, c0, c1) and (r1 == r0 or c1 == c0):
                     continue  # the tap reads only padding: it adds nothing.
-                # window: [B, r1 - r0, c1 - c0, cin], the input under tap (i, j).
-                window = x[:, _max(r0 + oi, 0):_max(r1 + oi, 0),
-                           _max(c0 + oj, 0):_max(c1 + oj, 0), :]
-                product = tf.matmul(tf.reshape(window, [-1, in_channels]), kernel[i, j])
+                # window: [B, r1 - r0, c1 - c0, cin], the input under tap (i, j):
+                # rows r0 + oi .. r1 + oi, inside the map (the start is clamped into
+                # it for an empty window of a dynamic shape, which tf.slice checks).
+                window = tf.slice(x, [0, _min(_max(r0 + oi, 0), height),
+                                      _min(_max(c0 + oj, 0), width), 0],
+                                  [-1, r1 - r0, c1 - c0, -1])
+                product = tf.matmul(tf.reshape(window, [-1, in_channels]),
+                                    taps[i * kw + j])
                 # product: [B, r1 - r0, c1 - c0, filters]
                 product = tf.reshape(product, [batch, r1 - r0, c1 - c0, self.filters])
                 full = _is_static(r0, r1, c0, c1, height, width) and (
@@ -181,12 +227,6 @@ class DilatedConv2D(keras.layers.Layer):
                 outputs = product if outputs is None else outputs + product
         if outputs is None:  # Every tap reads padding only (an even kernel on a tiny map).
             outputs = tf.zeros([batch, height, width, self.filters], x.dtype)
-        # outputs: [B, H, W, filters]
-        if self.use_bias:
-            outputs = tf.nn.bias_add(outputs, tf.cast(tf.convert_to_tensor(self.bias),
-                                                      x.dtype))
-        if self.activation is not None:
-            outputs = self.activation(outputs)
         return outputs
 
     def compute_output_shape(self, input_shape):
@@ -204,6 +244,7 @@ class DilatedConv2D(keras.layers.Layer):
             "bias_initializer": keras.initializers.serialize(self.bias_initializer),
             "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
             "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
+            "implementation": self.implementation,
         })
         return config
 

@@ -21,14 +21,22 @@ masking layer and the losses rely on it (`coseg_tf.masking`). Zero padding equal
 pooling's ignore-the-border because every pool follows a ReLU (inputs >= 0). The
 stride-1 pools are 'same', which pads symmetrically for a 3x3 window.
 
-Speed on CPU (measured with `tools/bench_fc6.py`). fc6 is a `DilatedConv2D` (per-tap
-products, see `coseg_tf.layers`): as a dilated Conv2D (SpaceToBatch) it is ~10x slower on
-21x21 maps at width 0.25 and ~100x at width 1.0. conv5 (dilation 2) stays a dilated
-Conv2D: there the per-tap form was no faster at width 1.0 (41x41: equal; 21x21: within
-~10-30%) and 1.5-2x slower at width 0.25.
+Speed on CPU (measured with `tools/bench_fc6.py`). fc6 is a `DilatedConv2D` (see
+`coseg_tf.layers`), computed per tap or as TensorFlow's dilated convolution (`fc6_impl`,
+FC6_IMPLS): on CPU the dilated convolution (SpaceToBatch) is ~10x slower on 21x21 maps
+at width 0.25 and ~100x at width 1.0, so "auto" takes the taps on CPU and the
+convolution (cuDNN) where a GPU is visible. Both forms hold the same variables and
+compute the same outputs. conv5 (dilation 2) stays a dilated Conv2D: there the per-tap
+form was no faster at width 1.0 (41x41: equal; 21x21: within ~10-30%) and 1.5-2x slower
+at width 0.25.
+
+Mixed precision (`dtype_policy`, see `coseg_tf.precision`): every layer but the
+preprocessing, the masking layer and fc8 computes in the policy's dtype; those three
+stay float32, so the masked features and the logits are float32.
 """
 
 import keras
+import tensorflow as tf
 
 from coseg_tf.layers import DilatedConv2D, VGGPreprocessing
 from coseg_tf.masking import OUTPUT_STRIDE, HumanMasking
@@ -53,16 +61,40 @@ GROUP_NORM_GROUPS = 32
 GROUP_NORM_MIN_CHANNELS = 4
 
 
-def _norm_layer(norm, channels, name):
+def _norm_layer(norm, channels, name, dtype=None):
     """The normalisation layer of `norm` ("batch" or "group") for `channels` channels."""
     if norm == "batch":
         # Synchronised: under MirroredStrategy the statistics are those of the global
         # batch, so training on N replicas equals training on one device.
-        return keras.layers.BatchNormalization(synchronized=True, name=name)
+        return keras.layers.BatchNormalization(synchronized=True, name=name, dtype=dtype)
     groups = max(1, min(GROUP_NORM_GROUPS, channels // GROUP_NORM_MIN_CHANNELS))
     while channels % groups:
         groups -= 1
-    return keras.layers.GroupNormalization(groups=groups, name=name)
+    return keras.layers.GroupNormalization(groups=groups, name=name, dtype=dtype)
+
+
+# fc6's implementation (`fc6_impl`): "taps" (per-tap products, fast on CPU), "conv"
+# (TensorFlow's dilated convolution), or "auto": conv where a GPU is visible, else taps.
+FC6_IMPLS = ("auto", "taps", "conv")
+
+
+def resolve_fc6_impl(fc6_impl, gpus=None):
+    """The form fc6 is computed in: "taps" or "conv" ("auto" by the devices).
+
+    Args:
+      fc6_impl: one of FC6_IMPLS.
+      gpus: the number of visible GPUs; None counts them (`tf.config`).
+
+    Raises:
+      ValueError: `fc6_impl` is not one of FC6_IMPLS.
+    """
+    if fc6_impl not in FC6_IMPLS:
+        raise ValueError(f"fc6_impl must be one of {', '.join(FC6_IMPLS)}, got {fc6_impl!r}")
+    if fc6_impl != "auto":
+        return fc6_impl
+    if gpus is None:
+        gpus = len(tf.config.list_logical_devices("GPU"))
+    return "conv" if gpus > 0 else "taps"
 
 
 def scaled_channels(channels, width_multiplier):
@@ -75,6 +107,8 @@ def build_deeplab_largefov(*,
                            width_multiplier=1.0,
                            dropout_rate=0.5,
                            norm="none",
+                           fc6_impl="auto",
+                           dtype_policy=None,
                            name="deeplab_largefov"):
     """Builds DeepLab-LargeFOV (VGG16) with the masking layer, output stride 8.
 
@@ -89,6 +123,13 @@ def build_deeplab_largefov(*,
             convolutions have no bias and a He-normal kernel initialisation; fc8 is
             unchanged. "batch" uses synchronised statistics under a distribution
             strategy (the statistics of the global batch).
+        fc6_impl: how fc6 is computed, one of FC6_IMPLS ("auto": the convolution
+            where a GPU is visible, else per tap; `resolve_fc6_impl`). Same variables
+            and outputs either way.
+        dtype_policy: the Keras dtype policy of the network ("float32",
+            "mixed_float16", "mixed_bfloat16"; `coseg_tf.precision.policy_name`);
+            None takes Keras' global policy. The preprocessing, the masking layer and
+            fc8 are float32 whatever the policy.
         name: the model's name.
 
     Returns:
@@ -112,19 +153,25 @@ def build_deeplab_largefov(*,
     if norm not in NORMS:
         raise ValueError(f"build_deeplab_largefov: `norm` must be one of {NORMS}, "
                          f"got {norm!r}")
+    fc6_form = resolve_fc6_impl(fc6_impl)
     fc_channels = scaled_channels(FC_CHANNELS, width_multiplier)
+    # The dtype policy of every layer between the preprocessing and the masking layer;
+    # each one is given it, so that no layer casts back to float32 in between.
+    dtype = dtype_policy
 
     # === Layers ===
-    preprocess = VGGPreprocessing(name="preprocess")
+    # float32 under mixed precision too: 0..255 minus the means, cast by conv1_1.
+    preprocess = VGGPreprocessing(name="preprocess", dtype="float32")
 
     def conv_unit(conv_class, filters, kernel_size, name, **kwargs):
         """[conv, ReLU] (norm "none", the paper's) or [conv, norm, ReLU], as layers."""
         if norm == "none":
-            return [conv_class(filters, kernel_size, activation="relu", name=name, **kwargs)]
+            return [conv_class(filters, kernel_size, activation="relu", name=name,
+                               dtype=dtype, **kwargs)]
         return [conv_class(filters, kernel_size, use_bias=False,
-                           kernel_initializer="he_normal", name=name, **kwargs),
-                _norm_layer(norm, filters, f"{name}_{norm}norm"),
-                keras.layers.ReLU(name=f"{name}_relu")]
+                           kernel_initializer="he_normal", name=name, dtype=dtype, **kwargs),
+                _norm_layer(norm, filters, f"{name}_{norm}norm", dtype),
+                keras.layers.ReLU(name=f"{name}_relu", dtype=dtype)]
 
     blocks = []
     for block, num_convs, channels in VGG16_BLOCKS:
@@ -136,18 +183,21 @@ def build_deeplab_largefov(*,
                                padding="same", dilation_rate=dilation)
         if block <= 3:
             # Stride 2, padding 1 on every side (see the module docstring).
-            pool = [keras.layers.ZeroPadding2D(1, name=f"block{block}_pool_pad"),
+            pool = [keras.layers.ZeroPadding2D(1, name=f"block{block}_pool_pad",
+                                               dtype=dtype),
                     keras.layers.MaxPooling2D(3, strides=2, padding="valid",
-                                              name=f"block{block}_pool")]
+                                              name=f"block{block}_pool", dtype=dtype)]
         else:
             pool = [keras.layers.MaxPooling2D(3, strides=1, padding="same",
-                                              name=f"block{block}_pool")]
+                                              name=f"block{block}_pool", dtype=dtype)]
         blocks.append(units + pool)
-    pool5a = keras.layers.AveragePooling2D(3, strides=1, padding="same", name="pool5a")
-    fc6 = conv_unit(DilatedConv2D, fc_channels, 3, "fc6", dilation_rate=FC6_DILATION)
-    drop6 = keras.layers.Dropout(dropout_rate, name="drop6")
+    pool5a = keras.layers.AveragePooling2D(3, strides=1, padding="same", name="pool5a",
+                                           dtype=dtype)
+    fc6 = conv_unit(DilatedConv2D, fc_channels, 3, "fc6", dilation_rate=FC6_DILATION,
+                    implementation=fc6_form)
+    drop6 = keras.layers.Dropout(dropout_rate, name="drop6", dtype=dtype)
     fc7 = conv_unit(keras.layers.Conv2D, fc_channels, 1, "fc7")
-    drop7 = keras.layers.Dropout(dropout_rate, name="drop7")
+    drop7 = keras.layers.Dropout(dropout_rate, name="drop7", dtype=dtype)
     # float32 under mixed precision too: the losses read m and the logits.
     masking = HumanMasking(stride=OUTPUT_STRIDE, name="masking", dtype="float32")
     fc8 = keras.layers.Conv2D(

@@ -41,6 +41,7 @@ import tensorflow as tf
 from coseg_tf import distribute
 from coseg_tf import losses as losses_lib
 from coseg_tf import model as model_lib
+from coseg_tf import precision
 from coseg_tf import trainer as trainer_lib
 from coseg_tf import weights as weights_lib
 from pipelines import decode, schema, streams
@@ -72,6 +73,8 @@ class TrainConfig:
     init_weights: Optional[str] = None
     dropout_rate: float = 0.5
     norm: str = "none"
+    fc6_impl: str = "auto"
+    mixed_precision: str = "off"
     method: str = "coseg"
     alpha: float = 0.001
     beta: float = 0.001
@@ -89,6 +92,7 @@ class TrainConfig:
     fc8_lr_multiplier: float = 10.0
     poly_power: float = 0.9
     steps: int = 6000
+    jit_compile: bool = False
     checkpoint_every: int = 100
     keep_checkpoints: bool = False
     val_steps: int = 20
@@ -183,6 +187,12 @@ def validate(config: TrainConfig):
                           "ImageNet VGG16 weights belong to the network without "
                           "normalisation (--norm=none, the paper's); use --init=random "
                           "with a norm")
+    if config.fc6_impl not in model_lib.FC6_IMPLS:
+        raise ConfigError(f"--fc6_impl={config.fc6_impl!r} is not one of "
+                          f"{', '.join(model_lib.FC6_IMPLS)}")
+    if config.mixed_precision not in precision.MIXED_PRECISION:
+        raise ConfigError(f"--mixed_precision={config.mixed_precision!r} is not one of "
+                          f"{', '.join(precision.MIXED_PRECISION)}")
     for flag in ("train_data", "val_data"):
         pattern = getattr(config, flag)
         if pattern is None:
@@ -422,7 +432,8 @@ def build_trainer(config: TrainConfig, scheme, *, steps_per_execution=1):
     keras.utils.set_random_seed(config.seed)
     network = model_lib.build_deeplab_largefov(
         num_classes=scheme.num_classes, width_multiplier=config.width_multiplier,
-        dropout_rate=config.dropout_rate, norm=config.norm)
+        dropout_rate=config.dropout_rate, norm=config.norm, fc6_impl=config.fc6_impl,
+        dtype_policy=precision.policy_name(config.mixed_precision))
     if config.init == "vgg16":
         weights_lib.load_vgg16_weights(network, config.init_weights)
     elif config.init == "run":
@@ -442,8 +453,12 @@ def build_trainer(config: TrainConfig, scheme, *, steps_per_execution=1):
     schedule = keras.optimizers.schedules.PolynomialDecay(
         config.learning_rate, decay_steps=config.steps, end_learning_rate=0.0,
         power=config.poly_power)
-    trainer.compile(optimizer=keras.optimizers.SGD(schedule, momentum=config.momentum),
-                    steps_per_execution=steps_per_execution)
+    # float16: dynamic loss scaling (coseg_tf.precision); XLA only when asked (on
+    # this project's CPU it made the step 2.0-2.6x slower, docs/PERFORMANCE.md).
+    optimizer = precision.wrap_optimizer(
+        keras.optimizers.SGD(schedule, momentum=config.momentum), config.mixed_precision)
+    trainer.compile(optimizer=optimizer, steps_per_execution=steps_per_execution,
+                    jit_compile=bool(config.jit_compile))
     trainer.build()
     trainer.optimizer.build(trainer.network.trainable_variables)
     return trainer
@@ -463,6 +478,14 @@ def run_training(config: TrainConfig):
         raise ConfigError(str(e)) from None
     scheme, all_ids, labeled_ids = validate(config)
     replicas = strategy.num_replicas_in_sync
+    if config.jit_compile and replicas > 1:
+        # Keras compiles its whole step function, strategy.run over every replica
+        # included; an XLA cluster cannot span devices ("Trying to access resource
+        # ... located in device CPU:1 from device CPU:0").
+        raise ConfigError(f"--jit_compile needs a single replica, but --strategy="
+                          f"{config.strategy} runs {replicas}: XLA compiles the whole "
+                          "step, which cannot span the replicas' devices; use one device "
+                          "(--strategy=default) or leave --jit_compile off")
     multi_worker = distribute.is_multi_worker(strategy)
     # Only the chief writes the run directory (one worker unless multi_worker).
     chief = distribute.is_chief(strategy)
@@ -472,6 +495,8 @@ def run_training(config: TrainConfig):
     epochs = math.ceil(config.steps / steps_per_epoch)
     backup_dir = os.path.join(config.model_dir, "backup")
     initial_epoch, backup_weights = read_backup(backup_dir, steps_per_epoch)
+    if backup_weights is not None:
+        _check_resumed_precision(config)
     initial_step = initial_epoch * steps_per_epoch
 
     gfile = tf.io.gfile
@@ -486,7 +511,8 @@ def run_training(config: TrainConfig):
             "architecture": "deeplab_largefov", "parts": scheme.name,
             "class_names": list(scheme.class_names), "num_classes": scheme.num_classes,
             "width_multiplier": config.width_multiplier, "norm": config.norm,
-            "human_region": config.human_region,
+            "human_region": config.human_region, "fc6_impl": config.fc6_impl,
+            "mixed_precision": config.mixed_precision,
         }, indent=2) + "\n")
         if config.method in trainer_lib.IMAGE_LABEL_METHODS:
             _write_text(os.path.join(config.model_dir, IMAGE_LABELS_FILE),
@@ -612,6 +638,26 @@ def _check_init_run(config, scheme):
                           f"this run --norm={config.norm}")
 
 
+def _check_resumed_precision(config):
+    """A resumed run keeps its --mixed_precision: the backup holds that optimizer's state.
+
+    (float16's loss-scale optimizer has variables the others lack.) The network's
+    weights alone load across precisions: --init=run starts a new run from them.
+    """
+    try:
+        trained = read_model_info(config.model_dir).get("mixed_precision", "off")
+    except ConfigError:
+        return  # no model.json yet: read_backup / restore_backup report the state
+    if trained != config.mixed_precision:
+        raise ConfigError(
+            f"--mixed_precision={config.mixed_precision}, but the run in "
+            f"{config.model_dir} trained with --mixed_precision={trained} (model.json) "
+            f"and its backup holds that optimizer's state: resume with "
+            f"--mixed_precision={trained}, or start a new run from its weights with "
+            f"--init=run --init_weights={config.model_dir} (weights load across "
+            "precisions)")
+
+
 def read_model_info(model_dir):
     """The `model.json` of a run directory (what eval and export rebuild from)."""
     path = os.path.join(model_dir, "model.json")
@@ -634,6 +680,10 @@ def load_network(model_dir, checkpoint="last"):
     Args:
       model_dir: a run directory written by `run_training`.
       checkpoint: "last", "best", or a path to a `.weights.h5` file of a run.
+
+    The network is float32 whatever precision the run trained in (its variables are
+    float32 under every policy), with fc6 in the run's `fc6_impl` form ("auto" for
+    runs that predate it: taps on CPU, the convolution with a GPU).
     """
     info = read_model_info(model_dir)
     path = checkpoint
@@ -641,9 +691,15 @@ def load_network(model_dir, checkpoint="last"):
         path = os.path.join(model_dir, "checkpoints", f"{checkpoint}.weights.h5")
     if not tf.io.gfile.exists(path):
         raise ConfigError(f"checkpoint {path} not found")
-    network = model_lib.build_deeplab_largefov(
-        num_classes=info["num_classes"], width_multiplier=info["width_multiplier"],
-        norm=info.get("norm", "none"))
+    # float32 whatever the run's --mixed_precision: the checkpoint's variables are
+    # float32 under every policy. fc6 in the run's form (older runs: "auto").
+    try:
+        network = model_lib.build_deeplab_largefov(
+            num_classes=info["num_classes"], width_multiplier=info["width_multiplier"],
+            norm=info.get("norm", "none"), fc6_impl=info.get("fc6_impl", "auto"),
+            dtype_policy="float32")
+    except ValueError as e:
+        raise ConfigError(f"{os.path.join(model_dir, 'model.json')}: {e}") from None
     # The checkpoint holds the CosegTrainer (network + optimizer state): load it into
     # an uncompiled trainer of the same structure (the optimizer state is not needed),
     # whose network is then the trained one.

@@ -30,6 +30,12 @@ to the gradient of every kernel (Caffe's `weight_decay`: g + wd * w), and fc8's
 gradients multiplied by `fc8_lr_multiplier` (10), which for SGD with momentum is
 exactly Caffe's `lr_mult` (the update is linear in the gradient).
 
+Mixed precision (`coseg_tf.precision`): the network's outputs and so every loss are
+float32 under any policy. Under mixed_float16 the optimizer is a loss-scale optimizer:
+`train_step` multiplies the loss by `optimizer.scale_loss` (the identity otherwise),
+gives the weight decay the same factor, and the optimizer divides it out of the
+gradients, or skips the step when they are not finite.
+
 Mining precision (a diagnostic only, never an input of a loss): when the unlabeled
 batch carries "diagnostic_labels" (the hidden labels of the synthetic set), the share
 of mined positions whose true class is the class they were mined for, and beside it
@@ -283,19 +289,22 @@ class CosegTrainer(keras.Model):
             self._trackers[f"mining_precision/{name}"].update_state(
                 tf.math.divide_no_nan(hits_c[c], count_c[c]), sample_weight=count_c[c])
 
-    def adjust_gradients(self, grads, variables, replicas=1):
+    def adjust_gradients(self, grads, variables, replicas=1, loss_scale=1.0):
         """Caffe's weight decay and fc8 learning-rate multiplier, applied to gradients.
 
         Kernels (not biases) get `weight_decay * w` added; fc8's gradients are multiplied
         by `fc8_lr_multiplier`. The decay is part of each replica's gradient, so it is
-        divided by `replicas` like the loss: the replica sum gives wd * w once.
+        divided by `replicas` like the loss: the replica sum gives wd * w once. Under
+        float16 loss scaling the gradients are those of the loss times `loss_scale`,
+        which the optimizer divides out: the decay is multiplied by it too.
         """
         fc8_ids = self._fc8_variable_ids()
+        decay = self.weight_decay / replicas * loss_scale
         adjusted = []
         for g, v in zip(grads, variables):
             if g is not None:
                 if self.weight_decay and len(v.shape) > 1:  # kernels, not biases
-                    g = g + (self.weight_decay / replicas) * v
+                    g = g + tf.cast(decay, g.dtype) * v
                 if id(v) in fc8_ids:
                     g = g * self.fc8_lr_multiplier
             adjusted.append(g)
@@ -311,9 +320,14 @@ class CosegTrainer(keras.Model):
             # same update as one device holding the whole global batch).
             replicas = tf.distribute.get_strategy().num_replicas_in_sync
             scaled = result["loss"] / tf.cast(replicas, result["loss"].dtype)
+            # Mixed float16: times the dynamic loss scale, which the optimizer divides
+            # out of the gradients (the identity for other optimizers).
+            scaled = self.optimizer.scale_loss(scaled)
         variables = self.network.trainable_variables
         grads = tape.gradient(scaled, variables)
-        self.optimizer.apply(self.adjust_gradients(grads, variables, replicas), variables)
+        grads = self.adjust_gradients(grads, variables, replicas,
+                                      loss_scale=self.optimizer.scale_loss(1.0))
+        self.optimizer.apply(grads, variables)
 
         for name, value in result.items():
             self._trackers[name].update_state(value)

@@ -11,6 +11,11 @@ the gradient of their mean. The supervised step needs no such care: its loss is 
 mean over images, and each replica holds one labeled image. The image-label methods
 (gmp, em_adapt) are checked like coseg, with image-level labels in the unlabeled
 stream.
+
+Mixed float16 (`coseg_float16`): the coseg step under dynamic loss scaling
+(`precision.SyncedLossScaleOptimizer`) on 2 replicas against the same on one device.
+`loss_scale_agreement`: a step where only the second replica's gradients are Inf must
+be skipped on both (Keras' own LossScaleOptimizer applies it: `keras_weights_finite`).
 """
 
 import json
@@ -29,6 +34,7 @@ distribute.split_cpu(2)
 import keras  # noqa: E402
 
 from coseg_tf import model as model_lib  # noqa: E402
+from coseg_tf import precision  # noqa: E402
 from coseg_tf import trainer as trainer_lib  # noqa: E402
 
 NUM_CLASSES = 4
@@ -59,13 +65,15 @@ def make_batch(rng, replicas):
     }
 
 
-def build(method, seed=1):
+def build(method, seed=1, mixed_precision="off"):
     keras.utils.set_random_seed(seed)
-    net = model_lib.build_deeplab_largefov(num_classes=NUM_CLASSES, width_multiplier=0.0625,
-                                           dropout_rate=0.0)
+    net = model_lib.build_deeplab_largefov(
+        num_classes=NUM_CLASSES, width_multiplier=0.0625, dropout_rate=0.0,
+        dtype_policy=precision.policy_name(mixed_precision))
     trainer = trainer_lib.CosegTrainer(net, num_classes=NUM_CLASSES, method=method,
                                        alpha=0.5, beta=0.5)
-    trainer.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
+    trainer.compile(optimizer=precision.wrap_optimizer(
+        keras.optimizers.SGD(0.01, momentum=0.9), mixed_precision))
     trainer.build()
     trainer.optimizer.build(trainer.network.trainable_variables)
     return trainer
@@ -94,10 +102,52 @@ def reference_step(trainer, batch, replicas):
         results = [trainer.compute_losses(shard(batch, r, replicas), training=True)[0]
                    for r in range(replicas)]
         loss = tf.add_n([res["loss"] for res in results]) / replicas
+        loss = trainer.optimizer.scale_loss(loss)  # float16's loss scale, else 1
     variables = trainer.network.trainable_variables
     grads = tape.gradient(loss, variables)
-    trainer.optimizer.apply(trainer.adjust_gradients(grads, variables), variables)
+    trainer.optimizer.apply(trainer.adjust_gradients(
+        grads, variables, loss_scale=trainer.optimizer.scale_loss(1.0)), variables)
     return {k: float(np.mean([res[k] for res in results])) for k in results[0]}
+
+
+class TinyLinear(keras.Model):
+    """y = x W, W = ones: the smallest model whose gradient is the input itself."""
+
+    def __init__(self):
+        super().__init__()
+        self.dense = keras.layers.Dense(1, use_bias=False, kernel_initializer="ones")
+
+    def call(self, x):
+        return self.dense(x)
+
+    def train_step(self, x):
+        with tf.GradientTape() as tape:
+            loss = self.optimizer.scale_loss(tf.reduce_mean(self(x)))
+        grads = tape.gradient(loss, self.trainable_variables)
+        self.optimizer.apply(grads, self.trainable_variables)
+        return {"loss": loss}
+
+
+def loss_scale_agreement(strategy):
+    """One step whose gradient is Inf on the second replica only, with each optimizer."""
+    x = np.array([[1.0, 1.0], [np.inf, 1.0]], np.float32)  # one row per replica
+    out = {}
+    for name, wrap in (("synced", precision.SyncedLossScaleOptimizer),
+                       ("keras", keras.optimizers.LossScaleOptimizer)):
+        with strategy.scope():
+            model = TinyLinear()
+            model.build((None, 2))
+            optimizer = wrap(keras.optimizers.SGD(0.1), initial_scale=4.0)
+            model.compile(optimizer=optimizer)
+        model.fit(tf.data.Dataset.from_tensors(x), epochs=1, steps_per_epoch=1, verbose=0)
+        weights = model.dense.kernel.numpy()
+        out[f"{name}_weights_finite"] = bool(np.isfinite(weights).all())
+        out[f"{name}_weights_unchanged"] = bool(np.array_equal(weights, np.ones_like(weights)))
+        out[f"{name}_scale"] = float(optimizer.dynamic_scale.numpy())
+    return out
+
+
+CASES = [(method, "off") for method in trainer_lib.METHODS] + [("coseg", "float16")]
 
 
 def main():
@@ -105,15 +155,19 @@ def main():
     rng = np.random.default_rng(0)
     batch = make_batch(rng, replicas)
     report = {"devices": len(tf.config.list_logical_devices("CPU"))}
-    for method in trainer_lib.METHODS:
-        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    # One strategy for every case: each new MirroredStrategy numbers its collective
+    # ops from the same keys again, and the runtime keeps the parameters of the first
+    # collective with a key; a case whose collectives differ from the previous one's
+    # (the float16 step all-reduces a flag first) would then fail with a shape mismatch.
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    for method, mixed_precision in CASES:
         with strategy.scope():
-            mirrored = build(method)
+            mirrored = build(method, mixed_precision=mixed_precision)
         data = data_for(batch, method)
         ds = tf.data.Dataset.from_tensors(data)
         logs = mirrored.fit(ds, epochs=1, steps_per_epoch=1, verbose=0).history
 
-        single = build(method)
+        single = build(method, mixed_precision=mixed_precision)
         if method == "supervised":
             ref = single.fit(tf.data.Dataset.from_tensors(data), epochs=1, verbose=0).history
             ref = {k: v[0] for k, v in ref.items()}
@@ -122,12 +176,16 @@ def main():
         w_m = [v.numpy() for v in mirrored.network.trainable_variables]
         w_s = [v.numpy() for v in single.network.trainable_variables]
         w_0 = [v.numpy() for v in build(method).network.trainable_variables]
-        report[method] = {
+        key = method if mixed_precision == "off" else f"{method}_{mixed_precision}"
+        report[key] = {
             "losses_mirrored": {k: float(v[0]) for k, v in logs.items()},
             "losses_single": ref,
             "max_weight_diff": max(float(np.max(np.abs(a - b))) for a, b in zip(w_m, w_s)),
             "max_weight_change": max(float(np.max(np.abs(a - b))) for a, b in zip(w_m, w_0)),
+            "applied_steps": int(getattr(mirrored.optimizer, "applied_steps",
+                                         mirrored.optimizer.iterations).numpy()),
         }
+    report["loss_scale_agreement"] = loss_scale_agreement(strategy)
     print(json.dumps(report))
 
 

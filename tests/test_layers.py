@@ -1,11 +1,12 @@
-"""Tests of coseg_tf.layers: DilatedConv2D against keras Conv2D, and VGGPreprocessing."""
+"""Tests of coseg_tf.layers: DilatedConv2D (both forms) against keras Conv2D, and
+VGGPreprocessing."""
 
 import numpy as np
 import pytest
 import keras
 import tensorflow as tf
 
-from coseg_tf.layers import DilatedConv2D, VGGPreprocessing
+from coseg_tf.layers import IMPLEMENTATIONS, DilatedConv2D, VGGPreprocessing
 
 # (batch, height, width, cin, filters, kernel_size, dilation)
 CASES = [
@@ -20,10 +21,11 @@ CASES = [
 ]
 
 
-def _pair_with_conv2d(batch, height, width, cin, filters, kernel_size, dilation):
+def _pair_with_conv2d(batch, height, width, cin, filters, kernel_size, dilation,
+                      implementation="taps"):
     """A DilatedConv2D and a keras Conv2D holding the same random kernel and bias."""
     fast = DilatedConv2D(filters, kernel_size, dilation_rate=dilation,
-                         bias_initializer="random_normal")
+                         bias_initializer="random_normal", implementation=implementation)
     reference = keras.layers.Conv2D(filters, kernel_size, dilation_rate=dilation,
                                     padding="same")
     fast.build((batch, height, width, cin))
@@ -32,10 +34,11 @@ def _pair_with_conv2d(batch, height, width, cin, filters, kernel_size, dilation)
     return fast, reference
 
 
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "x".join(map(str, c[1:3])) +
                          f"_d{c[-1]}")
-def test_matches_keras_conv2d_outputs_and_gradients(case):
-    fast, reference = _pair_with_conv2d(*case)
+def test_matches_keras_conv2d_outputs_and_gradients(case, implementation):
+    fast, reference = _pair_with_conv2d(*case, implementation=implementation)
     x = tf.random.stateless_normal(case[:4], seed=(1, 2))
 
     def outputs_and_grads(layer):
@@ -55,8 +58,9 @@ def test_matches_keras_conv2d_outputs_and_gradients(case):
         np.testing.assert_allclose(g_fast, g_ref, atol=1e-4, err_msg=f"d loss / d {name}")
 
 
-def test_dynamic_spatial_shape_inside_tf_function():
-    fast, reference = _pair_with_conv2d(2, 21, 17, 3, 4, 3, 12)
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_dynamic_spatial_shape_inside_tf_function(implementation):
+    fast, reference = _pair_with_conv2d(2, 21, 17, 3, 4, 3, 12, implementation)
     run = tf.function(fast, input_signature=[tf.TensorSpec([None, None, None, 3])])
     for height, width in ((21, 17), (5, 9), (30, 13)):
         x = tf.random.stateless_normal([2, height, width, 3], seed=(height, width))
@@ -97,14 +101,17 @@ def test_activation_and_no_bias():
     np.testing.assert_allclose(y, reference(x), atol=1e-5)
 
 
-def test_get_config_round_trip():
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_get_config_round_trip(implementation):
     layer = DilatedConv2D(8, 3, dilation_rate=12, activation="relu", name="fc6",
-                          kernel_regularizer=keras.regularizers.L2(5e-4))
+                          kernel_regularizer=keras.regularizers.L2(5e-4),
+                          implementation=implementation)
     layer.build((1, 5, 5, 2))
     config = layer.get_config()
     clone = DilatedConv2D.from_config(config)
     assert clone.get_config() == config
     assert config["dilation_rate"] == (12, 12) and config["name"] == "fc6"
+    assert config["implementation"] == implementation
     # Also through keras' registry, as a saved model would be read.
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
     assert isinstance(restored, DilatedConv2D)
@@ -119,6 +126,7 @@ def test_get_config_round_trip():
     (dict(filters=0, kernel_size=3), "filters"),
     (dict(filters=4, kernel_size=(3, 3, 3)), "kernel_size"),
     (dict(filters=4, kernel_size=3, dilation_rate=0), "dilation_rate"),
+    (dict(filters=4, kernel_size=3, implementation="cudnn"), "implementation"),
 ])
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -7,7 +7,8 @@ import tensorflow as tf
 
 from coseg_tf.layers import DilatedConv2D
 from coseg_tf.masking import HumanMasking
-from coseg_tf.model import VGG16_CONV_NAMES, build_deeplab_largefov
+from coseg_tf.model import (NORMS, VGG16_CONV_NAMES, build_deeplab_largefov,
+                            resolve_fc6_impl)
 
 NUM_CLASSES = 6
 RGB_MEANS = np.array([123.68, 116.779, 103.939], np.float32)
@@ -153,11 +154,71 @@ def test_mixed_precision_outputs_stay_float32():
     assert outputs["masked_features"].dtype == tf.float32
 
 
+def test_dtype_policy_reaches_every_layer_between_preprocessing_and_masking():
+    model = build_deeplab_largefov(num_classes=3, width_multiplier=0.0625,
+                                   dtype_policy="mixed_bfloat16", norm="group")
+    assert keras.config.dtype_policy().name == "float32"  # the global one is untouched
+    float32_layers = {"image", "human_region", "preprocess", "masking", "fc8"}
+    for layer in model.layers:
+        expected = "float32" if layer.name in float32_layers else "bfloat16"
+        assert layer.compute_dtype == expected, layer.name
+        assert all(v.dtype == "float32" for v in layer.weights), layer.name
+    outputs = model(_inputs(1, 33, 33), training=False)
+    assert outputs["logits"].dtype == tf.float32
+    assert outputs["masked_features"].dtype == tf.float32
+
+
+def test_fc6_impl_auto_is_taps_on_cpu_and_conv_with_a_gpu():
+    assert resolve_fc6_impl("auto", gpus=0) == "taps"
+    assert resolve_fc6_impl("auto", gpus=2) == "conv"
+    assert resolve_fc6_impl("conv", gpus=0) == "conv"
+    assert resolve_fc6_impl("taps", gpus=1) == "taps"
+    assert resolve_fc6_impl("auto") == "taps"  # no GPU here
+    with pytest.raises(ValueError, match="fc6_impl must be one of auto, taps, conv"):
+        resolve_fc6_impl("cudnn")
+
+
+@pytest.mark.parametrize("norm", NORMS)
+def test_fc6_taps_and_conv_agree_in_values_and_gradients(norm, tmp_path):
+    """The two forms of fc6 hold the same weights and compute the same network."""
+    networks = {}
+    for impl in ("taps", "conv"):
+        keras.utils.set_random_seed(3)
+        networks[impl] = build_deeplab_largefov(num_classes=NUM_CLASSES,
+                                                width_multiplier=0.125, norm=norm,
+                                                fc6_impl=impl, dropout_rate=0.0)
+        assert networks[impl].get_layer("fc6").implementation == impl
+    taps, conv = networks["taps"], networks["conv"]
+    # A weights file of either form loads into the other (same layer keys).
+    taps.save_weights(str(tmp_path / "taps.weights.h5"))
+    conv.load_weights(str(tmp_path / "taps.weights.h5"))
+    for a, b in zip(taps.weights, conv.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    inputs = _inputs(2, 65, 57, seed=1)
+    weighting = tf.random.stateless_normal([2, 9, 8, NUM_CLASSES], seed=(1, 2))
+
+    def values_and_gradients(network):
+        with tf.GradientTape() as tape:
+            # training=True: batch statistics for norm="batch" (dropout is 0).
+            logits = network(inputs, training=True)["logits"]
+            loss = tf.reduce_sum(logits * weighting)
+        return logits, tape.gradient(loss, network.trainable_variables)
+
+    logits_taps, grads_taps = values_and_gradients(taps)
+    logits_conv, grads_conv = values_and_gradients(conv)
+    scale = float(tf.reduce_max(tf.abs(logits_taps)))
+    np.testing.assert_allclose(logits_conv, logits_taps, atol=1e-5 * max(1.0, scale))
+    for v, g_taps, g_conv in zip(taps.trainable_variables, grads_taps, grads_conv):
+        g_scale = max(1.0, float(tf.reduce_max(tf.abs(g_taps))))
+        np.testing.assert_allclose(g_conv, g_taps, atol=1e-5 * g_scale, err_msg=v.path)
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(num_classes=0), "num_classes"),
     (dict(num_classes=2.5), "num_classes"),
     (dict(num_classes=3, width_multiplier=0), "width_multiplier"),
     (dict(num_classes=3, dropout_rate=1.0), "dropout_rate"),
+    (dict(num_classes=3, fc6_impl="cudnn"), "fc6_impl"),
 ])
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):

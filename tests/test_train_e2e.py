@@ -126,6 +126,9 @@ def test_killed_run_resumes_at_the_step_it_reached(tfrecords, tmp_path):
     ("--num_labeled=0", "num_labeled"),
     ("--num_labeled=100000", "num_labeled"),
     ("--init=vgg16", "init_weights"),
+    ("--jit_compile", "--jit_compile needs a single replica"),  # SMALL has 2 replicas
+    ("--mixed_precision=half", "mixed_precision"),
+    ("--fc6_impl=cudnn", "fc6_impl"),
 ])
 def test_bad_flags_are_refused_before_any_work(tfrecords, tmp_path, flag, message):
     model_dir = tmp_path / "run"

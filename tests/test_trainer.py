@@ -40,6 +40,23 @@ def test_mirrored_step_equals_single_device_step(mirrored_report, method):
         assert rep["losses_mirrored"][name] > 0, name
 
 
+def test_mirrored_float16_step_equals_single_device_step(mirrored_report):
+    rep = mirrored_report["coseg_float16"]
+    assert rep["applied_steps"] == 1  # applied, not skipped by the loss scaling
+    assert rep["max_weight_change"] > 1e-3
+    assert rep["max_weight_diff"] < 1e-5, rep
+    for name in ("loss", "humanparts", "human", "coseg"):
+        assert rep["losses_mirrored"][name] == pytest.approx(
+            rep["losses_single"][name], rel=1e-5, abs=1e-6), name
+
+
+def test_replicas_skip_a_float16_step_together(mirrored_report):
+    """One replica's Inf gradient skips the step on both (Keras' own optimizer: not)."""
+    rep = mirrored_report["loss_scale_agreement"]
+    assert rep["synced_weights_finite"] and rep["synced_weights_unchanged"], rep
+    assert rep["synced_scale"] == 2.0  # halved from 4
+
+
 def _tiny_trainer(method, num_classes=3, **kw):
     import keras
 

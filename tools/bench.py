@@ -25,6 +25,11 @@ for context only. See docs/PERFORMANCE.md for what each number means and its goa
                       compiled trainer: Keras 3.15's jit_compile="auto" resolves to off
                       here, so the default step runs without XLA).
   mixed_bfloat16      coseg step under keras.mixed_precision 'mixed_bfloat16' / float32.
+  mixed_float16       coseg step under 'mixed_float16' (dynamic loss scaling) / float32.
+
+The table starts with the CPU (model, the instruction-set flags that decide TF's CPU
+kernels, native bfloat16 or not, TF_ENABLE_ONEDNN_OPTS) and ends with a note: the XLA and
+mixed-precision rows are CPU figures and say nothing about GPUs.
 
 Also: peak RSS of a train process (a subprocess that only builds the trainer and runs
 steps), and step cost against B_u and against the crop size (three points each).
@@ -37,6 +42,8 @@ with tools/make_tfrecords.py in a temporary directory, removed at the end.
 
 --quick runs tiny sizes once (the smoke test); --paper adds one train step of the
 paper's setting (width 1.0, 321^2, 1 + 23) in a subprocess: its time and peak RSS.
+--memory_estimate only prints a step's memory per precision, estimated from the
+activation sizes (`step_memory_estimate`; docs/GPU.md).
 """
 
 from __future__ import annotations
@@ -66,6 +73,7 @@ from coseg_tf import export as export_lib  # noqa: E402
 from coseg_tf import losses as losses_lib  # noqa: E402
 from coseg_tf import masking  # noqa: E402
 from coseg_tf import model as model_lib  # noqa: E402
+from coseg_tf import precision  # noqa: E402
 from coseg_tf import trainer as trainer_lib  # noqa: E402
 from coseg_tf.layers import DilatedConv2D  # noqa: E402
 from pipelines import records, schema, streams  # noqa: E402
@@ -97,6 +105,15 @@ _MEMORY_PROBE = flags.DEFINE_bool(
     "memory_probe", False, "Internal: build a coseg trainer at --width/--crop/--batch_*, "
     "run --probe_steps steps on random data and print one JSON line.")
 _PROBE_STEPS = flags.DEFINE_integer("probe_steps", 2, "Internal: steps of --memory_probe.")
+_PROFILE_STEPS = flags.DEFINE_integer(
+    "profile_steps", 0, "Also profile this many coseg steps (tf.profiler): op time per "
+    "op type and per layer group, and each group's convolution rate against the dense "
+    "reference convolution (0 = no profile).")
+_MEMORY_ESTIMATE = flags.DEFINE_bool(
+    "memory_estimate", False, "Only print the memory of one train step at --width, "
+    "--crop and --batch_labeled + --batch_unlabeled images, per precision, estimated "
+    "from the activation sizes (step_memory_estimate), as JSON; e.g. --width=1.0 "
+    "--crop=321 --batch_unlabeled=23 for the paper's setting on one GPU.")
 
 KB = 1024.0
 MB = 1024.0 * 1024.0
@@ -231,22 +248,19 @@ class SupervisedOnAllTrainer(trainer_lib.CosegTrainer):
                 "human": human}, None
 
 
-def _build_trainer(cls, scheme, width, method="coseg", policy=None, seed=0):
-    """A compiled trainer as `train_lib.build_trainer` makes it (random init, SGD)."""
+def _build_trainer(cls, scheme, width, method="coseg", mixed_precision="off", seed=0):
+    """A compiled trainer as `train_lib.build_trainer` makes it (random init, SGD;
+    float16 with its loss-scale optimizer)."""
     keras.utils.set_random_seed(seed)
-    old = keras.mixed_precision.global_policy().name
-    if policy:
-        keras.mixed_precision.set_global_policy(policy)
-    try:
-        network = model_lib.build_deeplab_largefov(num_classes=scheme.num_classes,
-                                                   width_multiplier=width)
-    finally:
-        keras.mixed_precision.set_global_policy(old)
+    network = model_lib.build_deeplab_largefov(
+        num_classes=scheme.num_classes, width_multiplier=width,
+        dtype_policy=precision.policy_name(mixed_precision))
     trainer = cls(network, num_classes=scheme.num_classes, method=method,
                   class_names=scheme.class_names)
     schedule = keras.optimizers.schedules.PolynomialDecay(1e-3, decay_steps=6000,
                                                           end_learning_rate=0.0, power=0.9)
-    trainer.compile(optimizer=keras.optimizers.SGD(schedule, momentum=0.9))
+    trainer.compile(optimizer=precision.wrap_optimizer(
+        keras.optimizers.SGD(schedule, momentum=0.9), mixed_precision))
     trainer.build()
     trainer.optimizer.build(trainer.network.trainable_variables)
     return trainer
@@ -280,33 +294,98 @@ def _random_batch(batch_labeled, batch_unlabeled, crop, num_classes, seed=0):
 
 # === FLOPs ===
 
-def conv_flops(network, crop):
-    """(nominal, executed) forward FLOPs of one crop x crop image through the convs.
+def tap_positions(layer, height, width):
+    """Map positions the per-tap products of a DilatedConv2D read, summed over its taps.
+
+    (9 * height * width for a dense 3x3 convolution; fc6's taps at +-12 on a 21x21 map
+    read 9 of 21 rows or columns.)
+    """
+    rows_off, cols_off = layer._offsets()  # noqa: SLF001 (same package family)
+    valid = lambda size, o: max(0, min(size, size - o) - max(-o, 0))  # noqa: E731
+    return sum(valid(height, oi) * valid(width, oj) for oi in rows_off for oj in cols_off)
+
+
+def conv_flops_by_layer(network, crop):
+    """{layer name: (nominal, executed)} forward FLOPs of one crop x crop image.
 
     nominal: 2 * H_out * W_out * kh * kw * cin * cout for every Conv2D and
     DilatedConv2D (zero padding counted, as a dense convolution computes it).
     executed: the same, but for DilatedConv2D only the taps' windows inside the map (what
-    its per-tap products compute; fc6's taps at +-12 on a 21x21 map cover 9 rows).
+    its per-tap products compute; `tap_positions`).
     """
     convs = [layer for layer in network.layers
              if isinstance(layer, (keras.layers.Conv2D, DilatedConv2D))]
     probe = keras.Model(network.inputs, [layer.output for layer in convs])
     shapes = [o.shape for o in probe({"image": tf.zeros([1, crop, crop, 3]),
                                       "human_region": tf.ones([1, crop, crop, 1])})]
-    nominal = executed = 0.0
+    flops = {}
     for layer, shape in zip(convs, shapes):
         kh, kw, cin, cout = layer.kernel.shape
         h, w = int(shape[1]), int(shape[2])
         full = 2.0 * h * w * kh * kw * cin * cout
-        nominal += full
         if isinstance(layer, DilatedConv2D):
-            rows_off, cols_off = layer._offsets()  # noqa: SLF001 (same package family)
-            valid = lambda size, o: max(0, min(size, size - o) - max(-o, 0))  # noqa: E731
-            taps = sum(valid(h, oi) * valid(w, oj) for oi in rows_off for oj in cols_off)
-            executed += 2.0 * taps * cin * cout
+            flops[layer.name] = (full, 2.0 * tap_positions(layer, h, w) * cin * cout)
         else:
-            executed += full
-    return nominal, executed
+            flops[layer.name] = (full, full)
+    return flops
+
+
+def conv_flops(network, crop):
+    """(nominal, executed) forward FLOPs of one crop x crop image through the convs
+    (the sums of `conv_flops_by_layer`)."""
+    flops = conv_flops_by_layer(network, crop).values()
+    return sum(n for n, _ in flops), sum(e for _, e in flops)
+
+
+def step_memory_estimate(width, crop, images, num_classes):
+    """Bytes of one train step, estimated from the activation sizes, per precision.
+
+    The forward pass keeps for the backward pass (roughly) the output of every layer;
+    they are counted at each layer's compute dtype under the policy (float32: 4 bytes;
+    mixed: 2 bytes, except the preprocessing, the masking layer and fc8, float32).
+    Added: a second copy of the two dropout outputs (their masks), and fc6's inputs
+    as the backward pass keeps them: under "taps" the 9 shifted windows of its input
+    (the parts inside the map), under "conv" its SpaceToBatch copy. The variables
+    count 3 times in float32 (weights, gradients, SGD momentum), plus their cast copies
+    in the compute dtype under a mixed policy. Not counted: the transient gradient of
+    the activations (about the two largest layer outputs at a time), convolution
+    workspaces (cuDNN), the allocator's slack, the input batch. Shapes come from one
+    float32 forward pass of a single crop x crop image.
+
+    Returns:
+      {mixed_precision: {"activations_per_image_mb", "activations_mb", "variables_mb",
+      "total_mb"}} for every choice of precision.MIXED_PRECISION.
+    """
+    keras.utils.set_random_seed(0)
+    network = model_lib.build_deeplab_largefov(num_classes=num_classes,
+                                               width_multiplier=width, fc6_impl="taps",
+                                               dtype_policy="float32")
+    layers = [layer for layer in network.layers
+              if not isinstance(layer, keras.layers.InputLayer)]
+    probe = keras.Model(network.inputs, [layer.output for layer in layers])
+    outputs = probe({"image": tf.zeros([1, crop, crop, 3]),
+                     "human_region": tf.ones([1, crop, crop, 1])})
+    elements = {layer.name: int(np.prod(o.shape)) for layer, o in zip(layers, outputs)}
+    fc6 = network.get_layer("fc6")
+    fc6_input = [o for layer, o in zip(layers, outputs) if layer.name == "pool5a"][0]
+    h, w, cin = (int(d) for d in fc6_input.shape[1:])
+    fc6_windows = tap_positions(fc6, h, w) * cin
+    params = network.count_params()
+    result = {}
+    for choice in precision.MIXED_PRECISION:
+        policy = keras.DTypePolicy(precision.policy_name(choice))
+        compute = np.dtype(policy.compute_dtype).itemsize
+        float32_layers = {"preprocess", "masking", "fc8"}
+        per_image = sum(n * (4 if name in float32_layers else compute)
+                        for name, n in elements.items())
+        per_image += (elements["drop6"] + elements["drop7"]) * compute  # dropout masks
+        per_image += fc6_windows * compute
+        variables = params * 4 * 3 + (params * compute if compute != 4 else 0)
+        total = per_image * images + variables
+        result[choice] = {"activations_per_image_mb": per_image / MB,
+                          "activations_mb": per_image * images / MB,
+                          "variables_mb": variables / MB, "total_mb": total / MB}
+    return result
 
 
 def _dense_conv_case(batch, size, cin, cout):
@@ -355,35 +434,51 @@ def _first(ds):
     return next(iter(ds))
 
 
+def _pipeline_case(ds, batches, warm=4):
+    """A callable timing `batches` batches of `ds` (returns its own time, seconds).
+
+    A fresh iterator each repetition: its buffers start empty, so the timed batches
+    come at the rate the stream produces them, not from buffers filled while the other
+    cases ran. The first `warm` batches (start-up) are not timed.
+    """
+    def run():
+        it = iter(ds)
+        for _ in range(warm):
+            _block(next(it))
+        start = time.perf_counter()
+        for _ in range(batches):
+            _block(next(it))
+        elapsed = time.perf_counter() - start
+        del it
+        return elapsed
+    return run
+
+
 # === Sections ===
 
 def measure_training(s, scheme, pattern, labeled_ids):
-    """coseg_overhead, input_pipeline, compute_efficiency, jit_compile, mixed_bfloat16."""
+    """coseg_overhead, input_pipeline, compute_efficiency, jit_compile, mixed_bfloat16,
+    mixed_float16."""
     data = _first(_train_ds(pattern, scheme, labeled_ids, s))
     coseg = _build_trainer(trainer_lib.CosegTrainer, scheme, s.width)
     fit_jit = coseg.jit_compile is True  # what keras' fit uses ("auto" resolved)
     supervised = _build_trainer(SupervisedOnAllTrainer, scheme, s.width)
     other_jit = _build_trainer(trainer_lib.CosegTrainer, scheme, s.width)
     bf16 = _build_trainer(trainer_lib.CosegTrainer, scheme, s.width,
-                          policy="mixed_bfloat16")
+                          mixed_precision="bfloat16")
+    fp16 = _build_trainer(trainer_lib.CosegTrainer, scheme, s.width,
+                          mixed_precision="float16")
     dense, dense_flops = _dense_conv_case(*s.dense_conv)
 
     pipeline_ds = _train_ds(pattern, scheme, labeled_ids, s)
-    warm = 4
-
-    def pipeline():
-        # A fresh iterator each repetition: its buffers start empty, so the timed
-        # batches come at the rate the stream produces them, not from buffers filled
-        # while the other cases ran. The first `warm` batches (start-up) are not timed.
-        it = iter(pipeline_ds)
-        for _ in range(warm):
-            _block(next(it))
-        start = time.perf_counter()
-        for _ in range(s.pipeline_batches):
-            _block(next(it))
-        elapsed = time.perf_counter() - start
-        del it
-        return elapsed
+    # The same stream on one thread: what one CPU core delivers (docs/GPU.md sizes the
+    # cores a GPU needs from it).
+    one_thread = tf.data.Options()
+    one_thread.threading.private_threadpool_size = 1
+    one_thread.threading.max_intra_op_parallelism = 1
+    pipeline = _pipeline_case(pipeline_ds, s.pipeline_batches)
+    pipeline_one_core = _pipeline_case(pipeline_ds.with_options(one_thread),
+                                       s.pipeline_batches)
 
     coseg_step = _step_fn(coseg, data, fit_jit)
     other = "coseg_jit_" + ("off" if fit_jit else "on")
@@ -393,15 +488,18 @@ def measure_training(s, scheme, pattern, labeled_ids):
                       "supervised_on_all": _step_fn(supervised, data, fit_jit)},
                      2 * s.reps)
     t2 = _interleaved({"coseg": coseg_step, other: _step_fn(other_jit, data, not fit_jit),
-                       "dense_conv": dense, "pipeline": pipeline}, s.reps)
+                       "dense_conv": dense, "pipeline": pipeline,
+                       "pipeline_one_core": pipeline_one_core}, s.reps)
     t3 = _interleaved({"coseg": coseg_step,
-                       "coseg_mixed_bfloat16": _step_fn(bf16, data, fit_jit)},
+                       "coseg_mixed_bfloat16": _step_fn(bf16, data, fit_jit),
+                       "coseg_mixed_float16": _step_fn(fp16, data, fit_jit)},
                       max(1, min(2, s.reps)))
     n = s.images_per_step
     nominal, executed = conv_flops(coseg.network, s.crop)
     step_flops = 3 * nominal * n
 
     pipe_rate = s.pipeline_batches * n / t2["pipeline"]["median"]
+    pipe_rate_one_core = s.pipeline_batches * n / t2["pipeline_one_core"]["median"]
     step_rate = n / t2["coseg"]["median"]
     jit_ratio = paired(t2, "coseg", other) if fit_jit else paired(t2, other, "coseg")
     results = {
@@ -413,22 +511,28 @@ def measure_training(s, scheme, pattern, labeled_ids):
                                ">= 0.6"),
         "jit_compile": (jit_ratio, None),
         "mixed_bfloat16": (paired(t3, "coseg_mixed_bfloat16", "coseg"), None),
+        "mixed_float16": (paired(t3, "coseg_mixed_float16", "coseg"), None),
     }
-    t = {"overhead_pair": t, "compute_group": t2, "bfloat16_pair": t3}
+    t = {"overhead_pair": t, "compute_group": t2, "mixed_precision_group": t3}
     step = t2["coseg"]["median"]
 
     # Correctness of XLA and bfloat16: losses on the same weights and batch, dropout off.
     check = _build_trainer(trainer_lib.CosegTrainer, scheme, s.width, seed=1)
     check_bf16 = _build_trainer(trainer_lib.CosegTrainer, scheme, s.width, seed=1,
-                                policy="mixed_bfloat16")
+                                mixed_precision="bfloat16")
+    check_fp16 = _build_trainer(trainer_lib.CosegTrainer, scheme, s.width, seed=1,
+                                mixed_precision="float16")
     check_bf16.network.set_weights(check.network.get_weights())
+    check_fp16.network.set_weights(check.network.get_weights())
     losses = {}
     for name, trainer, jit in (("float32", check, False), ("float32_xla", check, True),
-                               ("mixed_bfloat16", check_bf16, fit_jit)):
+                               ("mixed_bfloat16", check_bf16, fit_jit),
+                               ("mixed_float16", check_fp16, fit_jit)):
         fn = tf.function(lambda d, tr=trainer: tr.compute_losses(d, training=False)[0],
                          jit_compile=jit)
         losses[name] = {k: float(v) for k, v in fn(data).items()}
     bf16_logs = {k: float(v) for k, v in _step_fn(bf16, data, fit_jit)().items()}
+    fp16_logs = {k: float(v) for k, v in _step_fn(fp16, data, fit_jit)().items()}
 
     def rel(a, b):
         return max(abs(losses[a][k] - losses[b][k]) / max(abs(losses[b][k]), 1e-12)
@@ -438,6 +542,7 @@ def measure_training(s, scheme, pattern, labeled_ids):
         "times": t, "fit_jit_compile": fit_jit,
         "images_per_step": n,
         "pipeline_images_per_s": pipe_rate, "step_images_per_s": step_rate,
+        "pipeline_images_per_s_one_core": pipe_rate_one_core,
         "model_forward_gflops_per_image": nominal / 1e9,
         "model_forward_gflops_per_image_executed": executed / 1e9,
         "step_gflops": step_flops / 1e9,
@@ -452,8 +557,80 @@ def measure_training(s, scheme, pattern, labeled_ids):
         "bfloat16_losses_finite": all(math.isfinite(v) for v in
                                       list(bf16_logs.values())
                                       + list(losses["mixed_bfloat16"].values())),
+        "float16_vs_float32_max_rel_diff": rel("mixed_float16", "float32"),
+        "float16_train_step_logs": fp16_logs,
+        "float16_losses_finite": all(math.isfinite(v) for v in
+                                     list(fp16_logs.values())
+                                     + list(losses["mixed_float16"].values())),
+        "float16_loss_scale": float(fp16.optimizer.scale_loss(1.0)),
     }
     return results, detail, fit_jit
+
+
+# Op categories (bench_torch.op_category) that compute a layer's convolution FLOPs.
+CONV_CATEGORIES = ("conv forward", "conv backward", "matmul (fc6 taps)")
+
+
+def measure_profile(s, scheme, fit_jit, dense_gflop_per_s, steps):
+    """Where the coseg step's time goes: op time by layer group, conv rate per group.
+
+    For each layer group (block1 ... fc8, the losses, the optimizer, "other": the
+    coseg mining and the rest) the op time of the profiled steps, split into its
+    convolution ops (forward, both backward ops, fc6's per-tap MatMuls) and the rest;
+    the group's conv FLOPs (forward x3, as compute_efficiency counts them) over its
+    conv op time, divided by the dense reference convolution's rate. Op times of the
+    two inter-op threads overlap: shares are of the summed op time, not of the step.
+    """
+    from tools import bench_torch
+
+    trainer = _build_trainer(trainer_lib.CosegTrainer, scheme, s.width)
+    data = _random_batch(s.batch_labeled, s.batch_unlabeled, s.crop, scheme.num_classes)
+    step = _step_fn(trainer, data, fit_jit)
+    step()
+    step()
+    prof = bench_torch.profile_tf(step, steps)
+    flops = {}
+    for name, (nominal, _) in conv_flops_by_layer(trainer.network, s.crop).items():
+        group = bench_torch.tf_layer_group(name)
+        flops[group] = flops.get(group, 0.0) + 3 * nominal * s.images_per_step
+    total = sum(prof["groups"].values())
+    rows = []
+    for group, seconds in sorted(prof["groups"].items(), key=lambda kv: -kv[1]):
+        ops = prof["group_ops"][group]
+        conv_s = sum(v for op, v in ops.items()
+                     if bench_torch.op_category(op) in CONV_CATEGORIES)
+        rate = flops.get(group, 0.0) / conv_s / 1e9 if conv_s and group in flops else None
+        top = sorted(ops.items(), key=lambda kv: -kv[1])[:4]
+        rows.append({"group": group, "op_s": seconds, "share": seconds / total,
+                     "conv_op_s": conv_s, "other_op_s": seconds - conv_s,
+                     "conv_gflop_per_s": rate,
+                     "conv_rate_vs_dense": rate / dense_gflop_per_s if rate else None,
+                     "top_ops": {op: v for op, v in top}})
+    categories = {}
+    for op, v in prof["ops"].items():
+        cat = bench_torch.op_category(op)
+        categories[cat] = categories.get(cat, 0.0) + v
+    return {"steps": steps, "op_s_per_step": total, "groups": rows,
+            "categories": dict(sorted(categories.items(), key=lambda kv: -kv[1])),
+            "top_ops": dict(sorted(prof["ops"].items(), key=lambda kv: -kv[1])[:15])}
+
+
+def format_profile(profile):
+    """The printed profile: one line per layer group."""
+    lines = [f"profile of {profile['steps']} coseg steps: {profile['op_s_per_step']:.3f} s "
+             "of op time per step",
+             f"{'group':<10} {'op s':>7} {'share':>6} {'conv s':>7} {'other s':>8} "
+             f"{'conv GFLOP/s':>12} {'/ dense':>7}  top ops"]
+    for row in profile["groups"]:
+        rate = f"{row['conv_gflop_per_s']:.1f}" if row["conv_gflop_per_s"] else "-"
+        vs = f"{row['conv_rate_vs_dense']:.2f}" if row["conv_rate_vs_dense"] else "-"
+        top = ", ".join(f"{op} {v:.3f}" for op, v in row["top_ops"].items())
+        lines.append(f"{row['group']:<10} {row['op_s']:>7.3f} {row['share']:>6.1%} "
+                     f"{row['conv_op_s']:>7.3f} {row['other_op_s']:>8.3f} {rate:>12} "
+                     f"{vs:>7}  {top}")
+    lines.append("by category: " + ", ".join(f"{k} {v:.3f}"
+                                             for k, v in profile["categories"].items()))
+    return "\n".join(lines)
 
 
 def measure_crop_scaling(s, scheme, pattern, labeled_ids, fit_jit):
@@ -648,13 +825,30 @@ def _met(value, goal):
     return value <= float(bound) if op == "<=" else value >= float(bound)
 
 
+def cpu_report(cpuinfo_text=None):
+    """The CPU the ratios were measured on: model, the flags that decide TF's CPU
+    kernels (those of precision.REPORTED_CPU_FLAGS it has), native bfloat16, oneDNN."""
+    info = precision.read_cpuinfo(cpuinfo_text)
+    flags = precision.cpu_flags(cpuinfo_text)
+    return {"model": info.get("model name", "unknown"),
+            "flags": [f for f in precision.REPORTED_CPU_FLAGS if f in flags],
+            "native_bfloat16": precision.has_native_bfloat16(flags),
+            "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "(unset)")}
+
+
 def format_table(report):
-    """The printed table: one line per ratio."""
-    lines = [f"{'ratio':<20} {'value':>8} {'goal':>8} {'met':>4}  what"]
+    """The printed table: the CPU, one line per ratio, the note on CPU figures."""
+    cpu = report["cpu"]
+    lines = [f"CPU: {cpu['model']}, {report['cpu_count']} cores; flags "
+             f"{' '.join(cpu['flags']) or '(none of ' + ' '.join(precision.REPORTED_CPU_FLAGS) + ')'}"
+             f"; native bfloat16: {'yes' if cpu['native_bfloat16'] else 'no'}; "
+             f"TF_ENABLE_ONEDNN_OPTS={cpu['TF_ENABLE_ONEDNN_OPTS']}",
+             f"{'ratio':<20} {'value':>8} {'goal':>8} {'met':>4}  what"]
     for row in report["ratios"]:
         met = {True: "yes", False: "NO", None: "-"}[row["met"]]
         lines.append(f"{row['name']:<20} {row['value']:>8.3f} {row['goal'] or '-':>8} "
                      f"{met:>4}  {row['what']}")
+    lines.append(f"note: {CPU_NOTE}")
     return "\n".join(lines)
 
 
@@ -668,7 +862,12 @@ _WHAT = {
     "serving": "SavedModel serving_default latency / in-memory tf.function",
     "jit_compile": "coseg step time, XLA on / off",
     "mixed_bfloat16": "coseg step time, mixed_bfloat16 / float32",
+    "mixed_float16": "coseg step time, mixed_float16 (loss scaling) / float32",
 }
+# Printed under the table: the precision and XLA rows measure this CPU only.
+CPU_NOTE = ("jit_compile, mixed_bfloat16 and mixed_float16 are CPU figures: they say "
+            "nothing about GPUs (docs/GPU.md). Native bfloat16 needs AVX512-BF16 or "
+            "AMX-BF16; without them TensorFlow emulates it.")
 
 
 def run_bench(s, paper=False):
@@ -677,6 +876,7 @@ def run_bench(s, paper=False):
     scheme = schema.get_scheme(_PARTS.value)
     report = {"settings": dataclasses.asdict(s), "parts": scheme.name,
               "load_average_start": list(os.getloadavg()), "cpu_count": os.cpu_count(),
+              "cpu": cpu_report(),
               "tensorflow": tf.__version__, "keras": keras.__version__}
     ratios, details = {}, {}
     tmp = tempfile.mkdtemp(prefix="coseg_bench_")
@@ -696,6 +896,11 @@ def run_bench(s, paper=False):
         logging.info("bench: serving")
         r, details["serving"] = measure_serving(s, tmp, scheme, fit_jit)
         ratios.update(r)
+        if _PROFILE_STEPS.value > 0:
+            logging.info("bench: profile")
+            report["profile"] = measure_profile(
+                s, scheme, fit_jit, details["training"]["dense_conv"]["gflop_per_s"],
+                _PROFILE_STEPS.value)
         if _SCALING.value:
             logging.info("bench: step scaling")
             report["step_scaling"] = measure_step_scaling(s, scheme, fit_jit)
@@ -718,6 +923,14 @@ def run_bench(s, paper=False):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
+    if _MEMORY_ESTIMATE.value:
+        scheme = schema.get_scheme(_PARTS.value)
+        images = _BATCH_LABELED.value + _BATCH_UNLABELED.value
+        estimate = step_memory_estimate(_WIDTH.value, _CROP.value, images,
+                                        scheme.num_classes)
+        print(json.dumps({"width": _WIDTH.value, "crop": _CROP.value, "images": images,
+                          "estimate": estimate}, indent=1))
+        return 0
     if _MEMORY_PROBE.value:
         memory_probe(_WIDTH.value, _CROP.value, _BATCH_LABELED.value,
                      _BATCH_UNLABELED.value, _PROBE_STEPS.value)
@@ -727,13 +940,18 @@ def main(argv):
     print(format_table(report))
     t = report["details"]["training"]
     m = report["memory"]
-    print(f"\ncoseg step {t['times']['compute_group']['coseg']['median']:.3f} s for {t['images_per_step']} "
+    print(f"\ninput pipeline {t['pipeline_images_per_s']:.1f} images/s on "
+          f"{report['cpu_count']} cores, {t['pipeline_images_per_s_one_core']:.1f} on one "
+          f"thread ({s.crop}^2 crops of {s.image_size[0]}x{s.image_size[1]} images)")
+    print(f"coseg step {t['times']['compute_group']['coseg']['median']:.3f} s for {t['images_per_step']} "
           f"images at {s.crop}^2, width {s.width} (XLA {'on' if t['fit_jit_compile'] else 'off'}"
           f", as fit); peak RSS {m['cpu']['peak_rss_mb']:.0f} MB")
     if "paper" in m:
         print(f"paper setting (width 1.0, 321^2, 1 + 23): step {m['paper']['step_s']:.1f} s, "
               f"first step {m['paper']['first_step_s']:.1f} s, peak RSS "
               f"{m['paper']['peak_rss_mb']:.0f} MB")
+    if "profile" in report:
+        print(format_profile(report["profile"]))
     for key, rows in report.get("step_scaling", {}).items():
         print(f"step vs {key}: " + ", ".join(
             f"(B_u {r['batch_unlabeled']}, {r['crop']}^2) {r['step_s']:.3f} s"

@@ -206,37 +206,7 @@ def _tf_worker(args):
         state["step"] = lambda: float(step())
 
     def profile(steps):
-        import glob
-        import tempfile
-        from tensorflow.tsl.profiler.protobuf import xplane_pb2
-        logdir = tempfile.mkdtemp(prefix="bench_torch_tfprof_")
-        tf.profiler.experimental.start(logdir)
-        for _ in range(steps):
-            state["step"]()
-        tf.profiler.experimental.stop()
-        (path,) = glob.glob(os.path.join(logdir, "plugins/profile/*/*.xplane.pb"))
-        space = xplane_pb2.XSpace()
-        with open(path, "rb") as f:
-            space.ParseFromString(f.read())
-        ops, groups = {}, {}
-        for plane in space.planes:
-            if not plane.name.startswith("/host:CPU"):
-                continue
-            for line in plane.lines:
-                for event in line.events:
-                    name = plane.event_metadata[event.metadata_id].name
-                    op_name, _, op_type = name.rpartition(":")
-                    if "::" in name or not op_name or not op_type or not op_type.isidentifier():
-                        continue  # not an op: the function, executor and step spans.
-                    if op_type.endswith("PartitionedCall"):
-                        continue  # a call op spans the ops it runs.
-                    seconds = event.duration_ps / 1e12 / steps
-                    ops[op_type] = ops.get(op_type, 0.0) + seconds
-                    group = _tf_layer_group(op_name)
-                    groups[group] = groups.get(group, 0.0) + seconds
-        import shutil
-        shutil.rmtree(logdir, ignore_errors=True)
-        return {"ops": ops, "groups": groups}
+        return profile_tf(state["step"], steps)
 
     def info():
         try:
@@ -249,7 +219,59 @@ def _tf_worker(args):
     _serve(setup, lambda: state["step"](), profile, info)
 
 
-def _tf_layer_group(op_name):
+def profile_tf(step, steps):
+    """Op wall time per step of `step()` (a TF step), by op type and by layer group.
+
+    Runs `steps` steps under `tf.profiler` and reads the host trace (XPlane) directly:
+    every op event's duration, summed per op type ("Conv2DBackpropFilter", ...) and per
+    layer group (`tf_layer_group` of the op's name), divided by `steps`. Ops of two
+    inter-op threads overlap, so the sums can exceed the step's wall time.
+
+    Returns:
+      {"ops": {op type: seconds}, "groups": {layer group: seconds},
+       "group_ops": {layer group: {op type: seconds}}}.
+    """
+    import glob
+    import shutil
+    import tempfile
+
+    import tensorflow as tf
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    logdir = tempfile.mkdtemp(prefix="coseg_tfprof_")
+    try:
+        tf.profiler.experimental.start(logdir)
+        for _ in range(steps):
+            step()
+        tf.profiler.experimental.stop()
+        (path,) = glob.glob(os.path.join(logdir, "plugins/profile/*/*.xplane.pb"))
+        space = xplane_pb2.XSpace()
+        with open(path, "rb") as f:
+            space.ParseFromString(f.read())
+    finally:
+        shutil.rmtree(logdir, ignore_errors=True)
+    ops, groups, group_ops = {}, {}, {}
+    for plane in space.planes:
+        if not plane.name.startswith("/host:CPU"):
+            continue
+        for line in plane.lines:
+            for event in line.events:
+                name = plane.event_metadata[event.metadata_id].name
+                op_name, _, op_type = name.rpartition(":")
+                if "::" in name or not op_name or not op_type or not op_type.isidentifier():
+                    continue  # not an op: the function, executor and step spans.
+                if op_type.endswith("PartitionedCall"):
+                    continue  # a call op spans the ops it runs.
+                seconds = event.duration_ps / 1e12 / steps
+                ops[op_type] = ops.get(op_type, 0.0) + seconds
+                group = tf_layer_group(op_name)
+                groups[group] = groups.get(group, 0.0) + seconds
+                per_group = group_ops.setdefault(group, {})
+                per_group[op_type] = per_group.get(op_type, 0.0) + seconds
+    return {"ops": ops, "groups": groups, "group_ops": group_ops}
+
+
+def tf_layer_group(op_name):
     """The layer group of a TF op name (forward and gradient ops alike)."""
     for key in ("block1", "block2", "block3", "block4", "block5", "pool5a", "fc6",
                 "drop6", "fc7", "drop7", "masking", "fc8", "preprocess"):
@@ -329,7 +351,7 @@ class _Worker:
         self.proc.wait(timeout=60)
 
 
-def _category(op):
+def op_category(op):
     """A coarse op category shared by both frameworks' op names."""
     o = op.lower()
     if "backprop" in o or "convolution_backward" in o:
@@ -357,7 +379,7 @@ def _print_profile(case, prof, step_s):
     total = sum(v for _, v in ops)
     cats = {}
     for op, v in ops:
-        cats[_category(op)] = cats.get(_category(op), 0.0) + v
+        cats[op_category(op)] = cats.get(op_category(op), 0.0) + v
     print(f"  {case}: profiled op time {total:.3f} s/step (timed step {step_s:.3f} s)")
     print("    by category: " + ", ".join(f"{k} {v:.3f}" for k, v in
                                         sorted(cats.items(), key=lambda kv: -kv[1])))
