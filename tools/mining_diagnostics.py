@@ -1,0 +1,174 @@
+"""How often L_coseg's mined positions have the class they were mined for, per option.
+
+    python tools/mining_diagnostics.py --model_dir=RUN_DIR \
+        --train_data='data/synthetic/tfrecords/train-*.tfrecord' [--batches=40] \
+        [--batch_labeled=3 --batch_unlabeled=3 --crop_size=161]
+
+Takes a trained network (a run directory, its last checkpoint), draws training batches
+as a coseg step does (the run's labeled images, every training image as unlabeled,
+with their hidden labels: synthetic or any labeled records), and mines with the
+paper's reading and with each option of `losses.MiningOptions`, on the features of
+the training pass (dropout on, as the paper's step) and of an inference pass. For
+each it prints the mining precision (the share of mined positions whose hidden class
+is the class they were mined for), per class, beside chance (the share that positions
+drawn at random inside the target's human region would have). Nothing is trained;
+every option sees the same batches and, for the training pass, the same dropout draws.
+
+This is the offline form of the `mining_precision` metric that `--diagnostics` logs
+during training (docs/RESULTS.md uses both).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags  # noqa: E402
+
+from tools import experiments  # noqa: E402,F401  (turns oneDNN on: before TensorFlow)
+
+FLAGS = flags.FLAGS
+
+# The options measured, by name: the paper's reading and each option alone.
+OPTIONS = {
+    "paper": {},
+    "prototype": {"point": "prototype"},
+    "cosine": {"distance": "cosine"},
+    "agreement": {"agreement": True},
+    "targets2": {"num_targets": 2},
+}
+
+
+def define_flags():
+    flags.DEFINE_string("model_dir", None, "Training run directory (its last checkpoint).")
+    flags.DEFINE_string("train_data", None, "Training TFRecords (with part labels).")
+    flags.DEFINE_string("labeled_ids_file", None,
+                        "Labeled ids (default: the run's labeled_ids.txt).")
+    flags.DEFINE_integer("batches", 40, "Training batches drawn.")
+    flags.DEFINE_integer("batch_labeled", 3, "Labeled images a batch (B_f).")
+    flags.DEFINE_integer("batch_unlabeled", 3, "Unlabeled images a batch (B_u).")
+    flags.DEFINE_integer("crop_size", 161, "Training crop.")
+    flags.DEFINE_integer("seed", 0, "Seed of the batches and of the dropout draws.")
+    flags.DEFINE_string("output", None, "Also write the table as JSON here.")
+    flags.mark_flags_as_required(["model_dir", "train_data"])
+
+
+def mining_precision(network, batches, *, num_classes, options, training, seed=0):
+    """Mining precision and chance of `options` over `batches` (a list of coseg batches
+    whose unlabeled part carries "diagnostic_labels").
+
+    Args:
+      network: the functional network (`train_lib.load_network`).
+      batches: [{"labeled": {...}, "unlabeled": {...}}] as `streams.train_dataset`.
+      num_classes: C.
+      options: a `losses.MiningOptions` (its `features` is ignored: `training` says
+        which pass the mining reads).
+      training: mine on a training pass (dropout on) or an inference pass.
+      seed: seed of the dropout draws (the same for every option).
+
+    Returns:
+      {"precision": float, "chance": float, "mined": int,
+       "per_class": {c: precision or None}} (precision None when nothing was mined).
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    from coseg_tf import losses, masking
+
+    hits = np.zeros(num_classes)
+    counts = np.zeros(num_classes)
+    chance_sum = 0.0
+    tf.random.set_seed(seed)
+    for batch in batches:
+        lab, unl = batch["labeled"], batch["unlabeled"]
+        images = tf.concat([lab["image"], unl["image"]], 0)
+        regions = tf.concat([lab["human_region"], unl["human_region"]], 0)
+        out = network({"image": images, "human_region": regions}, training=training)
+        n_f = tf.shape(lab["image"])[0]
+        size = tf.shape(out["logits"])[1:3]
+        labels = losses.downsample_labels(labels=lab["labels"], size=size)
+        region_u = masking.resize_region(unl["human_region"], size)[..., 0]
+        _, aux = losses.coseg_loss(
+            logits_labeled=out["logits"][:n_f], labels=labels,
+            features_labeled=out["masked_features"][:n_f],
+            logits_unlabeled=out["logits"][n_f:],
+            features_unlabeled=out["masked_features"][n_f:], region_unlabeled=region_u,
+            num_classes=num_classes, options=options)
+        hidden = losses.downsample_labels(labels=unl["diagnostic_labels"], size=size)
+        hidden = tf.reshape(hidden, [tf.shape(hidden)[0], -1]).numpy()
+        region = tf.reshape(region_u, [tf.shape(region_u)[0], -1]).numpy() > 0.5
+        mined = aux["mined"].numpy() > 0  # [P, C, h*w]
+        for p, t in enumerate(aux["targets"].numpy()):
+            for c in range(1, num_classes):
+                m = mined[p, c]
+                n = int(m.sum())
+                if not n:
+                    continue
+                hits[c] += int((hidden[t][m] == c).sum())
+                counts[c] += n
+                inside = region[t]
+                chance_sum += n * float((hidden[t][inside] == c).mean()) if inside.any() else 0
+    total = counts.sum()
+    return {"precision": float(hits.sum() / total) if total else None,
+            "chance": float(chance_sum / total) if total else None, "mined": int(total),
+            "per_class": {c: (float(hits[c] / counts[c]) if counts[c] else None)
+                          for c in range(1, num_classes)}}
+
+
+def main(argv):
+    del argv
+    import tensorflow as tf
+
+    from coseg_tf import losses, train_lib
+    from pipelines import streams
+
+    network, info = train_lib.load_network(FLAGS.model_dir, "last")
+    ids_file = FLAGS.labeled_ids_file or os.path.join(FLAGS.model_dir, "labeled_ids.txt")
+    labeled_ids = open(ids_file).read().split()
+    ds = streams.train_dataset(
+        FLAGS.train_data, method="coseg", scheme=info["parts"], labeled_ids=labeled_ids,
+        batch_labeled=FLAGS.batch_labeled, batch_unlabeled=FLAGS.batch_unlabeled,
+        crop_size=FLAGS.crop_size, min_scale=0.75, max_scale=1.25, diagnostics=True,
+        seed=FLAGS.seed)
+    batches = [{k: {n: t for n, t in v.items() if n != "id"} for k, v in b.items()}
+               for b in ds.take(FLAGS.batches)]
+    names = info["class_names"]
+    rows = {}
+    for name, kw in OPTIONS.items():
+        for training in (True, False):
+            key = f"{name}, {'training pass (dropout)' if training else 'inference pass'}"
+            rows[key] = mining_precision(network, batches, num_classes=info["num_classes"],
+                                         options=losses.MiningOptions(**kw),
+                                         training=training, seed=FLAGS.seed)
+    header = ("| mining | precision | chance | ÷ chance | "
+              + " | ".join(names[1:]) + " |")
+    lines = [f"`{FLAGS.model_dir}`, {FLAGS.batches} batches of {FLAGS.batch_labeled} + "
+             f"{FLAGS.batch_unlabeled} crops of {FLAGS.crop_size} px", "", header,
+             "|---|---:|---:|---:|" + "---:|" * (len(names) - 1)]
+
+    def pct(v):
+        return "-" if v is None else f"{100 * v:.1f}"
+
+    for key, r in rows.items():
+        ratio = (f"{r['precision'] / r['chance']:.2f}" if r["precision"] is not None
+                 and r["chance"] else "-")
+        lines.append(f"| {key} | {pct(r['precision'])} | {pct(r['chance'])} | {ratio} | "
+                     + " | ".join(pct(r["per_class"][c]) for c in range(1, len(names)))
+                     + " |")
+    print("\n".join(lines))
+    if FLAGS.output:
+        with tf.io.gfile.GFile(FLAGS.output, "w") as f:
+            json.dump({"model_dir": FLAGS.model_dir, "batches": FLAGS.batches,
+                       "options": {k: dataclasses.asdict(losses.MiningOptions(**v))
+                                   for k, v in OPTIONS.items()},
+                       "rows": rows, "class_names": names}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    define_flags()
+    sys.exit(app.run(main))
