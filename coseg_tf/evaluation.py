@@ -69,7 +69,7 @@ import tensorflow as tf
 from absl import logging
 
 from coseg_tf import grid, train_lib
-from pipelines import decode, schema, streams
+from pipelines import decode, schema, streams, textfiles
 
 OUTPUT_STRIDE = grid.OUTPUT_STRIDE
 IGNORE_LABEL = schema.IGNORE_LABEL
@@ -606,8 +606,10 @@ def _read_class_names(saved_model_dir: str):
     path = os.path.join(saved_model_dir, "assets", CLASS_NAMES_ASSET)
     if not tf.io.gfile.exists(path):
         return None
-    with tf.io.gfile.GFile(path) as f:
-        return [line.strip() for line in f if line.strip()]
+    try:
+        return textfiles.read_list(path)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"--saved_model: {e}") from None
 
 
 def _read_saved_model_info(saved_model_dir: str) -> dict:
@@ -615,11 +617,10 @@ def _read_saved_model_info(saved_model_dir: str) -> dict:
     path = os.path.join(saved_model_dir, "assets", MODEL_INFO_ASSET)
     if not tf.io.gfile.exists(path):
         return {}
-    with tf.io.gfile.GFile(path) as f:
-        try:
-            info = json.load(f)
-        except ValueError as e:
-            raise ConfigError(f"--saved_model: {path} is not valid JSON ({e})") from None
+    try:
+        info = textfiles.read_json(path)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"--saved_model: {e}") from None
     return info if isinstance(info, dict) else {}
 
 

@@ -42,7 +42,7 @@ from coseg_tf import distribute
 from coseg_tf import model as model_lib
 from coseg_tf import trainer as trainer_lib
 from coseg_tf import weights as weights_lib
-from pipelines import decode, schema, streams
+from pipelines import decode, schema, streams, textfiles
 
 METHODS = trainer_lib.METHODS
 # Labeled sets up to this size are cached decoded (~0.6 MB an image at VOC size).
@@ -178,8 +178,10 @@ def validate(config: TrainConfig):
     if config.labeled_ids_file:
         if not tf.io.gfile.exists(config.labeled_ids_file):
             raise ConfigError(f"--labeled_ids_file: no such file {config.labeled_ids_file}")
-        with tf.io.gfile.GFile(config.labeled_ids_file) as f:
-            explicit = [line.strip() for line in f if line.strip()]
+        try:
+            explicit = textfiles.read_list(config.labeled_ids_file)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"--labeled_ids_file: {e}") from None
     try:
         labeled_ids = streams.select_labeled_ids(
             all_ids, num_labeled=None if explicit is not None else config.num_labeled,

@@ -48,14 +48,13 @@ explicit list.
 from __future__ import annotations
 
 import collections
-import json
 import os
 import re
 
 import numpy as np
 import tensorflow as tf
 
-from pipelines import augment, decode, merge, schema
+from pipelines import augment, decode, merge, schema, textfiles
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -122,11 +121,10 @@ def _load_manifest(path: str):
     """The JSON content of a manifest, None when there is none."""
     if not tf.io.gfile.exists(path):
         return None
-    with tf.io.gfile.GFile(path, "r") as f:
-        try:
-            return json.load(f)
-        except ValueError as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from None
+    try:
+        return textfiles.read_json(path)
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read it ({e})") from None
 
 
 def _ids_per_shard(content) -> dict | None:

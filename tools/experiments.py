@@ -30,14 +30,15 @@ def find_recipe(path):
 
 def read_flagfile(path):
     """{name: value string} of a recipe file (`--name=value` lines, # comments)."""
+    from pipelines import textfiles
+
     values = {}
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            name, _, value = line.lstrip("-").partition("=")
-            values[name] = value
+    for line in textfiles.read_lines(path):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, _, value = line.lstrip("-").partition("=")
+        values[name] = value
     return values
 
 

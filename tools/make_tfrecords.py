@@ -87,6 +87,7 @@ from absl import logging
 
 from pipelines import records
 from pipelines import schema
+from pipelines import textfiles
 from tools import pascal_part
 from tools.pascal_part import BadInputError  # re-exported: convert raises it
 
@@ -125,11 +126,11 @@ def _check_dir(flag: str, path) -> str:
 
 
 def _read_split_list(path: str) -> list:
-    """Ids of a split list: one id a line, blank lines ignored, last newline optional."""
+    """Ids of a split list: one id a line, blank lines ignored, last newline optional;
+    UTF-8 with or without a byte-order mark, LF or CRLF (`pipelines.textfiles`)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except (OSError, UnicodeDecodeError) as e:
+        lines = textfiles.read_lines(path)
+    except (OSError, ValueError) as e:
         raise ArgumentError(f"--split_list: cannot read {path} ({e})") from None
     ids, seen = [], {}
     for number, line in enumerate(lines, start=1):
