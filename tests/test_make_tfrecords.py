@@ -475,3 +475,57 @@ def test_cli_fail_on_bad_input(pascal_part_dir, tmp_path):
     assert res.returncode == 1
     assert named in res.stderr and problem in res.stderr
     assert not out.exists() or file_names(out) == []
+
+
+# === Shard count against example count (issue 15 case 2) ===
+
+@pytest.mark.parametrize("num_ids, num_shards", [(3, 4), (1, 5), (2, 2), (4, 3), (8, 16)])
+def test_every_shard_holds_a_record_and_the_readers_take_the_set(
+        pascal_part_dir, tmp_path, num_ids, num_shards):
+    """What the converter writes, the project's own readers accept: no shard is empty,
+    whatever --num_shards against the number of examples."""
+    from coseg_tf import train_lib
+    from pipelines import decode, streams
+
+    ids = list(PERSON_IDS[:num_ids])
+    out = tmp_path / "out"
+    manifest = run(pascal_part_dir, out, split_list=str(_split_list(tmp_path, ids)),
+                   num_shards=num_shards)
+    used = min(num_ids, num_shards)
+    assert file_names(out) == [make_tfrecords.shard_name("train", i, used)
+                               for i in range(used)] + ["train.manifest.json"]
+    assert manifest["num_shards"] == used and manifest["requested_num_shards"] == num_shards
+    assert [s["examples"] for s in manifest["shards"]] == [
+        len(ids[i::used]) for i in range(used)]
+    pattern = str(out / "train-*")
+    for path in streams.list_files(pattern):
+        decode.check_schema(path)  # raises "the file holds no record" for an empty one
+    parsed, _, _ = read_split(out)
+    assert sorted(parsed) == sorted(ids)
+    assert streams.read_ids(pattern) == [e["id"] for e in manifest["examples"]]
+    # train.py's and eval.py's validation of the set (--train_data, --val_data).
+    config = train_lib.TrainConfig(train_data=pattern, val_data=pattern,
+                                   model_dir=str(tmp_path / "run"), init="random",
+                                   num_labeled=1)
+    train_lib.validate(config)
+    # The same examples as a run with --num_shards equal to the examples: byte for byte.
+    if num_shards > num_ids:
+        again = tmp_path / "again"
+        run(pascal_part_dir, again, split_list=str(_split_list(tmp_path, ids)),
+            num_shards=used)
+        for name in file_names(again):
+            if name.endswith(".tfrecord"):
+                assert (again / name).read_bytes() == (out / name).read_bytes(), name
+
+
+def test_a_split_without_any_example_is_an_error_and_writes_nothing(pascal_part_dir,
+                                                                    tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "val-00000-of-00001.tfrecord").write_bytes(b"another split")
+    no_person = ["2010_000145", "2008_001978"]
+    with pytest.raises(BadInputError, match=r"no example to write: all 2 ids were skipped "
+                                            r"\(no person: 2, bad input: 0\)"):
+        run(pascal_part_dir, out, split_list=str(_split_list(tmp_path, no_person)),
+            num_shards=3)
+    assert file_names(out) == ["val-00000-of-00001.tfrecord"]

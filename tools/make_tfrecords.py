@@ -49,6 +49,10 @@ default, checked from the JPEG header before anything large is read) is skipped 
 
 Shards are filled round-robin in id order (the j-th written example goes to shard
 j % num_shards), so the same input gives byte-identical shards whatever --num_workers.
+No shard is ever empty (the readers refuse a file without records): with fewer
+examples than --num_shards, each example gets its own shard (3 examples for
+--num_shards=4 give train-0000{0,1,2}-of-00003; the manifest records both counts), and
+a split of which every id was skipped is an error that writes nothing.
 Shards are written into a temporary directory (.train.tmp-PID/) and renamed into
 place when all are complete; the manifest comes last. A run killed at any moment
 leaves no file with a shard's name that is not complete, and no partial file that a
@@ -315,7 +319,8 @@ def convert(*, pascal_part_dir, images_dir, output_dir, split_name="train",
       voc_annotations_dir: optional directory of VOC `ID.xml` files: boxes come from
         their person objects instead of the tight boxes of the person masks.
       split_list: optional file of ids, one a line; default every `.mat` (sorted).
-      num_shards: number of output shards (>= 1).
+      num_shards: number of output shards (>= 1); fewer when fewer examples are
+        written (one each: no shard is empty).
       num_workers: processes reading images (1 = in this process).
       on_error: "skip" records bad input in the manifest and goes on; "fail" raises
         BadInputError and leaves no output file of this run.
@@ -328,7 +333,8 @@ def convert(*, pascal_part_dir, images_dir, output_dir, split_name="train",
 
     Raises:
       ArgumentError: a bad argument, before any work (the message names the flag).
-      BadInputError: with on_error="fail", the first bad input (naming file and problem).
+      BadInputError: with on_error="fail", the first bad input (naming file and problem);
+        whatever on_error, when no example is left to write (nothing is written).
     """
     arguments = dict(pascal_part_dir=pascal_part_dir, images_dir=images_dir,
                      output_dir=output_dir, split_name=split_name,
@@ -393,6 +399,25 @@ def convert(*, pascal_part_dir, images_dir, output_dir, split_name="train",
                 bar.update(done, written, len(skipped))
         for writer in writers:
             writer.close()
+        if not written:
+            raise BadInputError(
+                f"no example to write: all {len(ids)} ids were skipped (no person: "
+                f"{sum(s['kind'] == pascal_part.NO_PERSON for s in skipped)}, bad input: "
+                f"{sum(s['kind'] == pascal_part.BAD_INPUT for s in skipped)}); a split "
+                "without examples cannot be read, so nothing was written")
+        # Never an empty shard (the readers refuse a file without records): with fewer
+        # examples than --num_shards, one shard per example. Round-robin put example j
+        # in shard j, so the first `written` shards are those of --num_shards=written.
+        if written < num_shards:
+            logging.warning("%d examples for --num_shards=%d: writing %d shards (every "
+                            "shard holds at least one example)", written, num_shards,
+                            written)
+            for path in tmps[written:]:
+                gfile.remove(path)
+            finals = [shard_name(split, i, written) for i in range(written)]
+            for i, name in enumerate(finals):
+                gfile.rename(tmps[i], os.path.join(tmp_dir, name), overwrite=True)
+            shard_ids = shard_ids[:written]
         completed = True
     finally:
         if not completed:  # an error or an interrupt: leave no file of this run
@@ -406,15 +431,12 @@ def convert(*, pascal_part_dir, images_dir, output_dir, split_name="train",
                     gfile.rmtree(out_dir)
 
     bar.update(done, written, len(skipped), final=True)
-    if written < num_shards:
-        logging.warning("%d examples for %d shards: %d shard(s) are empty",
-                        written, num_shards, num_shards - written)
 
     manifest = _manifest(args, arguments, finals, shard_ids, skipped)
     _publish(gfile, out_dir, split, tmp_dir, finals, manifest)
 
     counts = manifest["counts"]
-    summary = (f"wrote {counts['written']} examples in {num_shards} shards to {out_dir}; "
+    summary = (f"wrote {counts['written']} examples in {len(finals)} shards to {out_dir}; "
                f"skipped {counts['skipped']} (no person: {counts['skipped_no_person']}, "
                f"bad input: {counts['skipped_bad_input']})")
     if progress:  # the tool's own last line, beside its progress bar
@@ -443,7 +465,8 @@ def _manifest(args, arguments, finals, shard_ids, skipped) -> dict:
             "skipped_no_person": no_person,
             "skipped_bad_input": len(skipped) - no_person,
         },
-        "num_shards": args["num_shards"],
+        "num_shards": len(finals),
+        "requested_num_shards": args["num_shards"],
         "shards": [{"file": name, "examples": len(ids)}
                    for name, ids in zip(finals, shard_ids)],
         "examples": examples,  # in shard order: shard 0's records, then shard 1's, ...
