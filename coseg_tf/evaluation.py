@@ -68,7 +68,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from coseg_tf import grid, train_lib
+from coseg_tf import errors, grid, train_lib
 from pipelines import decode, schema, streams, textfiles
 
 OUTPUT_STRIDE = grid.OUTPUT_STRIDE
@@ -770,6 +770,13 @@ def evaluate(config: EvalConfig) -> dict:
     included), "images_per_second_after_first", "output_dir", "overlays" (paths).
     """
     resolved = validate(config)
+    # A record that validation (first records only) could not see stops the evaluation
+    # where it is read, named (file, position, image id); metrics.json is not written.
+    with errors.bad_records_named(eval_data=config.eval_data):
+        return _evaluate(config, resolved)
+
+
+def _evaluate(config: EvalConfig, resolved: _Resolved) -> dict:
     scheme = resolved.scheme
     predict_fn, checkpoint = load_predict_fn(config, resolved)
     evaluator = Evaluator(predict_fn, num_classes=scheme.num_classes, flip=config.flip,

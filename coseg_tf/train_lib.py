@@ -39,6 +39,7 @@ import numpy as np
 import tensorflow as tf
 
 from coseg_tf import distribute
+from coseg_tf import errors
 from coseg_tf import model as model_lib
 from coseg_tf import trainer as trainer_lib
 from coseg_tf import weights as weights_lib
@@ -109,8 +110,8 @@ def image_labels_text(train_data, scheme):
     return "\n".join(lines) + "\n"
 
 
-class ConfigError(ValueError):
-    """A flag or an input that makes the run impossible; raised before any work."""
+ConfigError = errors.ConfigError
+BadRecordError = errors.BadRecordError
 
 
 def _positive(config, *names):
@@ -430,7 +431,20 @@ def build_trainer(config: TrainConfig, scheme, *, steps_per_execution=1):
 
 
 def run_training(config: TrainConfig):
-    """Trains as `config` says; returns the Keras History of this (possibly resumed) run."""
+    """Trains as `config` says; returns the Keras History of this (possibly resumed) run.
+
+    Raises:
+      ConfigError: a flag or input that makes the run impossible, before any work.
+      BadRecordError (a ConfigError): a record that validation (first records only)
+        could not see, met while reading the data, named with its file and image id;
+        the backup of the last interval stays, to resume once it is fixed.
+      FloatingPointError: a NaN/Inf loss or weights (nothing of that step is saved).
+    """
+    with errors.bad_records_named(train_data=config.train_data, val_data=config.val_data):
+        return _run_training(config)
+
+
+def _run_training(config: TrainConfig):
     if config.num_cpu_devices > 1 and not tf.config.list_physical_devices("GPU"):
         # Logical devices must exist before TensorFlow runs its first op.
         distribute.split_cpu(config.num_cpu_devices)
@@ -543,6 +557,8 @@ def run_training(config: TrainConfig):
             keras.callbacks.TensorBoard(os.path.join(config.model_dir, "logs"),
                                         update_freq="epoch"),
         ]
+    # A record that validation (first records only) could not see stops the run here,
+    # named; the backup of the last interval stays, to resume once it is fixed.
     history = trainer.fit(
         train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch,
         initial_epoch=initial_epoch,

@@ -246,6 +246,86 @@ def select_labeled_ids(all_ids, *, num_labeled, seed, labeled_ids=None) -> list:
     return sorted(pool[i] for i in order[:num_labeled])
 
 
+# === A record the pipeline cannot read, found after the fact ===
+
+def _from_the_data(error) -> bool:
+    """Whether `error` was raised while reading or decoding records (tf.data)."""
+    text = str(getattr(error, "message", error))
+    return (decode.bad_record_in(error) is not None or "IteratorGetNext" in text
+            or "Iterator::" in text or isinstance(error, tf.errors.DataLossError))
+
+
+def _record_id(serialized) -> str:
+    try:
+        spec = {schema.KEY_ID: tf.io.FixedLenFeature([], tf.string)}
+        return tf.io.parse_single_example(serialized, spec)[schema.KEY_ID].numpy().decode(
+            "utf-8", "replace")
+    except (tf.errors.OpError, UnicodeError):
+        return "?"
+
+
+def _where(flag, pattern, path, index, image_id) -> str:
+    return (f"--{flag}={pattern}: record {index} of {path} (image id {image_id!r})")
+
+
+def _scan_for_bad_record(patterns):
+    """(flag, pattern, path, index, image id, problem) of the first record of the files
+    that does not read or decode; None when every record does."""
+    decode_fn = tf.function(decode.decode_example)
+    for flag, pattern in patterns.items():
+        for path in list_files(pattern):
+            index = -1
+            try:
+                for index, serialized in enumerate(tf.data.TFRecordDataset(path)):
+                    try:
+                        decode_fn(serialized)
+                    except tf.errors.InvalidArgumentError as e:
+                        found = decode.bad_record_in(e)
+                        problem = found[1] if found else e.message.split("\n")[0]
+                        return flag, pattern, path, index, _record_id(serialized), problem
+            except tf.errors.OpError as e:  # DataLossError: a truncated or corrupt file
+                return (flag, pattern, path, index + 1, "?",
+                        f"the file is truncated or corrupt there ({e.message.strip()})")
+    return None
+
+
+def locate_bad_record(error, patterns) -> str | None:
+    """A message naming the record (file, position, image id) behind a data error.
+
+    Args:
+      error: an exception raised while the pipeline read its records (a record check of
+        `decode.decode_example`, a JPEG TensorFlow cannot decode, a corrupt file).
+      patterns: {flag name: file pattern} of what the run reads, e.g.
+        {"train_data": ..., "val_data": ...}; None patterns are skipped.
+
+    Returns:
+      "--FLAG=PATTERN: record N of FILE (image id 'ID'): PROBLEM; ...", or None when
+      `error` does not come from the data (or no record of the files is at fault).
+
+    A checked record carries its id in the error, and only its file is searched (ids
+    only); otherwise the files are read again record by record until one fails.
+    """
+    patterns = {flag: p for flag, p in patterns.items() if p}
+    if not _from_the_data(error):
+        return None
+    advice = ("; remove or repair that record (validation reads only the first record "
+              "of each file)")
+    found = decode.bad_record_in(error)
+    if found is not None:
+        image_id, problem = found
+        for flag, pattern in patterns.items():
+            for path in list_files(pattern):
+                ids = _scan_ids([path])
+                if image_id in ids:
+                    return (_where(flag, pattern, path, ids.index(image_id), image_id)
+                            + f": {problem}{advice}")
+    scanned = _scan_for_bad_record(patterns)
+    if scanned is None:
+        return None
+    flag, pattern, path, index, image_id, problem = scanned
+    return _where(flag, pattern, path, index, image_id) + f": {problem}{advice}"
+
+
 # === Building blocks ===
 
 def _check_positive_int(name, value):

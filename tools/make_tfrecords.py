@@ -23,7 +23,8 @@ Output (--output_dir), for --split_name=train --num_shards=4:
 Each record is a `tf.train.Example` written by `pipelines.records.make_example` (the one
 format of `pipelines/schema.py`) with the feature keys:
 
-  image/encoded   bytes    the original JPEG bytes
+  image/encoded   bytes    the original JPEG bytes; for a JPEG whose EXIF Orientation
+                           tag is 2..8, the upright image re-encoded (same quantization)
   image/id        bytes    image id, e.g. b"2008_000652"
   image/height    int64
   image/width     int64
@@ -39,8 +40,16 @@ Boxes (pixel i covers [i, i + 1)):
 - with it, every <object> named "person" of ID.xml; VOC boxes are 1-based and inclusive,
   so ((ymin - 1) / H, (xmin - 1) / W, ymax / H, xmax / W), clipped to [0, 1].
 
+Orientation: annotations refer to the upright image a viewer shows. A JPEG whose EXIF
+Orientation tag is 2..8 is turned upright (the pipeline's tf.io.decode_jpeg ignores
+EXIF) and its masks must have the upright size; the manifest lists the tag of each
+such example ("exif_orientation"). Any file that starts with the JPEG marker FF D8 FF
+is a JPEG (Pillow calls some "MPO"); every image is decoded once by the pipeline's own
+decoder (pipelines.decode.check_jpeg) before it is written, so what the converter
+accepts is what the training pipeline reads.
+
 Images without a person are skipped ("no person"). Bad input (a missing, empty, corrupt
-or truncated JPEG; a missing, truncated or malformed .mat; a mask whose size differs
+or truncated JPEG, or one TensorFlow cannot decode; a missing, truncated or malformed .mat; a mask whose size differs
 from the image; an unknown person part name; an id with no files; a broken XML; a file
 name that is not UTF-8; an image of more than --max_pixels pixels, 25 megapixels by
 default, checked from the JPEG header before anything large is read) is skipped and listed in the manifest with the message naming the file and the problem
@@ -379,6 +388,8 @@ def convert(*, pascal_part_dir, images_dir, output_dir, split_name="train",
                        max_pixels=args["max_pixels"]) as outcomes:
             for outcome in outcomes:
                 done += 1
+                if isinstance(outcome, pascal_part.Converted):
+                    outcome = _decodable(outcome)
                 if isinstance(outcome, pascal_part.Skipped):
                     if outcome.kind == pascal_part.BAD_INPUT:
                         if args["on_error"] == "fail":
@@ -392,9 +403,11 @@ def convert(*, pascal_part_dir, images_dir, output_dir, split_name="train",
                         jpeg=outcome.jpeg, image_id=outcome.image_id, height=outcome.height,
                         width=outcome.width, boxes=outcome.boxes,
                         person_mask=outcome.person_mask, parts_fine=outcome.parts_fine))
-                    shard_ids[shard].append({"id": outcome.image_id,
-                                             "persons": outcome.num_persons,
-                                             "boxes": len(outcome.boxes), "shard": shard})
+                    entry = {"id": outcome.image_id, "persons": outcome.num_persons,
+                             "boxes": len(outcome.boxes), "shard": shard}
+                    if outcome.orientation != 1:  # turned upright and re-encoded
+                        entry["exif_orientation"] = outcome.orientation
+                    shard_ids[shard].append(entry)
                     written += 1
                 bar.update(done, written, len(skipped))
         for writer in writers:
@@ -446,6 +459,27 @@ def convert(*, pascal_part_dir, images_dir, output_dir, split_name="train",
     return manifest
 
 
+def _decodable(outcome):
+    """`outcome`, or a BAD_INPUT `Skipped` when the training pipeline cannot read its image.
+
+    The image bytes are decoded here by the pipeline's own decoder
+    (`pipelines.decode.check_jpeg`, TensorFlow), in the parent: what the converter
+    writes is exactly what tf.data will decode, at the size the masks have.
+    """
+    from pipelines import decode  # imports TensorFlow: the parent only
+
+    try:
+        size = decode.check_jpeg(outcome.jpeg)
+    except ValueError as e:
+        reason = f"{outcome.image_path}: corrupt or truncated JPEG: {e}"
+        return pascal_part.Skipped(outcome.image_id, pascal_part.BAD_INPUT, reason)
+    if size != (outcome.height, outcome.width):
+        reason = (f"{outcome.image_path}: TensorFlow decodes it as {size[0]}x{size[1]} "
+                  f"(HxW), Pillow's header says {outcome.height}x{outcome.width}")
+        return pascal_part.Skipped(outcome.image_id, pascal_part.BAD_INPUT, reason)
+    return outcome
+
+
 def _manifest(args, arguments, finals, shard_ids, skipped) -> dict:
     try:
         from importlib.metadata import version
@@ -460,6 +494,7 @@ def _manifest(args, arguments, finals, shard_ids, skipped) -> dict:
         "counts": {
             "ids": len(examples) + len(skipped),
             "written": len(examples),
+            "turned_upright": sum("exif_orientation" in e for e in examples),
             "persons": sum(e["persons"] for e in examples),
             "skipped": len(skipped),
             "skipped_no_person": no_person,
