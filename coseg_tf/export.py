@@ -73,9 +73,9 @@ from typing import Mapping, Optional
 import numpy as np
 import tensorflow as tf
 
-from coseg_tf import grid, train_lib
+from coseg_tf import errors, grid, run_dir
 
-ConfigError = train_lib.ConfigError
+ConfigError = errors.ConfigError
 
 DEFAULT_SIGNATURE = "serving_default"
 MASK_SIGNATURE = "serve_mask"
@@ -94,7 +94,7 @@ class ExportConfig:
     """Everything an export needs; field names equal the flag names of export.py.
 
     Args:
-      model_dir: a training run directory (`train_lib.run_training`).
+      model_dir: a training run directory (`coseg_tf.run_dir`).
       export_dir: the model's base directory for TF Serving (versions go beneath).
       checkpoint: 'last', 'best', or the path of a `.weights.h5` of the run.
       version: the integer version to write; None = the next free one.
@@ -323,7 +323,7 @@ def export_saved_model(network, info, export_dir, *, version=None, overwrite=Fal
     """Writes `network` as version `version` of a TF Serving model; returns its path.
 
     Args:
-      network: the Keras network (`train_lib.load_network` or `build_deeplab_largefov`).
+      network: the Keras network (`run_dir.load_network` or `build_deeplab_largefov`).
       info: the run's model info (model.json): needs "class_names" (one per output
         class); the rest is stored as the asset model.json.
       export_dir: the model's base directory (created if missing; local or gs://...).
@@ -390,21 +390,15 @@ def validate(config: ExportConfig) -> int:
     """Checks the config before any network is built; returns the version to write."""
     if not config.model_dir:
         raise ConfigError("--model_dir is required (a run directory of train.py)")
-    train_lib.read_model_info(config.model_dir)
-    if not config.checkpoint:
-        raise ConfigError("--checkpoint: last, best or a path to a .weights.h5")
-    path = config.checkpoint
-    if config.checkpoint in ("last", "best"):
-        path = os.path.join(config.model_dir, "checkpoints", f"{config.checkpoint}.weights.h5")
-    if not tf.io.gfile.exists(path):
-        raise ConfigError(f"--checkpoint={config.checkpoint}: {path} not found")
+    run_dir.read_model_info(config.model_dir)
+    run_dir.require_checkpoint(config.model_dir, config.checkpoint)
     return resolve_version(config.export_dir, config.version, overwrite=config.overwrite)
 
 
 def run_export(config: ExportConfig) -> ExportResult:
     """Exports the checkpoint of a training run as a TF Serving version."""
     version = validate(config)
-    network, info = train_lib.load_network(config.model_dir, config.checkpoint)
+    network, info = run_dir.load_network(config.model_dir, config.checkpoint)
     path = export_saved_model(network, info, config.export_dir, version=version,
                               overwrite=config.overwrite)
     return ExportResult(path=path, version=version, size_bytes=directory_size(path))

@@ -43,3 +43,29 @@ def make_synthetic_tfrecords(root, *, num_images, image_size, seed, num_shards=1
             progress=False)
     return {"train": str(root / "tfr" / "train-*"), "val": str(root / "tfr" / "val-*"),
             "dir": root / "tfr"}
+
+
+class Killed(Exception):
+    """Raised by `train_until` where a SIGKILL would stop train.py."""
+
+
+def train_until(config, intervals):
+    """Runs `train_lib.run_training(config)` and 'kills' it right after the backup of
+    interval `intervals` is committed (the state a SIGKILL at that moment leaves)."""
+    from coseg_tf import train_lib
+
+    backup = train_lib.Backup  # coseg_tf.run_dir.Backup
+    original = backup.on_epoch_end
+
+    def commit_then_die(self, epoch, logs=None):
+        original(self, epoch, logs)
+        if epoch + 1 >= intervals:
+            raise Killed()
+
+    backup.on_epoch_end = commit_then_die
+    try:
+        train_lib.run_training(config)
+    except Killed:
+        pass
+    finally:
+        backup.on_epoch_end = original
