@@ -134,17 +134,17 @@ def evaluate_checkpoints(model_dir, val_data, last_k):
 
 
 def mining_summary(model_dir):
-    """Mining precision and chance over the last interval of a coseg run, or None."""
-    import csv
+    """Mining precision and chance over the last interval of a coseg run, or None.
 
-    path = os.path.join(model_dir, "history.csv")
-    if not os.path.exists(path):
-        return None
-    rows = list(csv.DictReader(open(path)))
+    A value is None where it is undefined (nothing mined in that interval), never 0:
+    the means over seeds leave it out and sweep.json holds null.
+    """
+    from coseg_tf import run_dir
+
+    rows = run_dir.read_history(model_dir)
     if not rows or "mining_precision" not in rows[-1]:
         return None
-    last = rows[-1]
-    return {k: float(v) for k, v in last.items() if k.startswith("mining_")}
+    return {k: v for k, v in rows[-1].items() if k.startswith("mining_")}
 
 
 def run_result(model_dir, val_data, last_k):
