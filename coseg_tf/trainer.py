@@ -115,13 +115,14 @@ class CosegTrainer(keras.Model):
         elif method == "em_adapt":
             # em_pseudo_foreground: share of region positions the E-step gave a part.
             names += ["em_adapt", "em_pseudo_foreground"]
+        mining = []
+        if self.mining_metrics:
+            mining = ["mining_precision", "mining_chance"]
+            mining += [f"mining_precision/{n}" for n in self.class_names[1:]]
+            names += mining
         # Ratios that are 0 / 0 for an interval with nothing to count (nothing mined, no
         # region) are undefined there: NaN, never 0 (losses stay plain means).
-        ratios = ["em_pseudo_foreground"]
-        if self.mining_metrics:
-            ratios += ["mining_precision", "mining_chance"]
-            ratios += [f"mining_precision/{n}" for n in self.class_names[1:]]
-            names += ratios[1:]
+        ratios = set(mining) | {"em_pseudo_foreground"}
         self._trackers = {n: (metrics_lib.DefinedMean if n in ratios else keras.metrics.Mean)(
             name=n) for n in names}
 

@@ -69,3 +69,19 @@ def train_until(config, intervals):
         pass
     finally:
         backup.on_epoch_end = original
+
+
+def copy_run(run, tmp_path):
+    """A copy of the run directory `run` at tmp_path/run (to break or restart it)."""
+    import shutil
+
+    dest = pathlib.Path(tmp_path) / "run"
+    shutil.copytree(run, dest)
+    return dest
+
+
+def snapshot(directory):
+    """{relative path: bytes} of every file under `directory`: what a step wrote."""
+    directory = pathlib.Path(directory)
+    return {str(p.relative_to(directory)): p.read_bytes()
+            for p in sorted(directory.rglob("*")) if p.is_file()}

@@ -18,12 +18,12 @@ SIGKILL in tests/test_train_e2e.py.
 import csv
 import dataclasses
 import json
-import shutil
 
 import h5py
 import numpy as np
 import pytest
-from conftest import make_synthetic_tfrecords, train_until
+from conftest import copy_run as _copy
+from conftest import make_synthetic_tfrecords, snapshot as _snapshot, train_until
 
 from coseg_tf import run_dir, train_lib
 from coseg_tf.errors import ConfigError
@@ -60,17 +60,6 @@ def uninterrupted_run(tfrecords, tmp_path_factory):
     model_dir = tmp_path_factory.mktemp("whole") / "run"
     train_lib.run_training(_config(tfrecords, model_dir))
     return model_dir
-
-
-def _copy(run, tmp_path):
-    dest = tmp_path / "run"
-    shutil.copytree(run, dest)
-    return dest
-
-
-def _snapshot(directory):
-    return {str(p.relative_to(directory)): p.read_bytes()
-            for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
 def _h5_arrays(path):

@@ -24,7 +24,8 @@ import sys
 import h5py
 import numpy as np
 import pytest
-from conftest import make_synthetic_tfrecords, train_until
+from conftest import copy_run as _copy
+from conftest import make_synthetic_tfrecords, snapshot as _snapshot, train_until
 import tensorflow as tf
 
 from coseg_tf import train_lib
@@ -56,17 +57,6 @@ def trained_run(tfrecords, tmp_path_factory):
     model_dir = tmp_path_factory.mktemp("run") / "run"
     train_lib.run_training(_config(tfrecords, model_dir))
     return model_dir
-
-
-def _copy(run, tmp_path):
-    dest = tmp_path / "run"
-    shutil.copytree(run, dest)
-    return dest
-
-
-def _snapshot(directory):
-    return {str(p.relative_to(directory)): p.read_bytes()
-            for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
 def test_the_run_left_a_committed_backup(trained_run):

@@ -78,9 +78,9 @@ def prepare_data(data_dir, *, num_images, image_size, seed):
 def train_run(model_dir, recipe, overrides, train_data, val_data, steps=None, *,
               recipe_path="recipes/cpu_small.flags"):
     """Trains one run unless it is finished (its DONE file); logs the train.py command."""
-    from coseg_tf import train_lib
+    from coseg_tf import run_dir, train_lib
 
-    if os.path.exists(os.path.join(model_dir, "DONE")):
+    if os.path.exists(run_dir.path(model_dir, run_dir.DONE_FILE)):
         log(f"train: {model_dir} is finished already")
         return
     fields = train_lib.TrainConfig.__dataclass_fields__
