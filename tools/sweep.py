@@ -24,6 +24,7 @@ import glob
 import json
 import os
 import re
+import shlex
 import sys
 import time
 
@@ -316,13 +317,13 @@ def main(argv):
         json.dump({"runs": results, "rows": rows, "recipe": FLAGS.recipe,
                    "steps": FLAGS.steps or recipe.get("steps")}, f, indent=1, default=str)
     table = markdown(rows, parts, num_train)
-    command = "python tools/sweep.py " + " ".join(
-        f"--{k}={','.join(map(str, v)) if isinstance(v, list) else v}"
+    command = "python tools/sweep.py " + " ".join(  # quoted: runs as written
+        shlex.quote(f"--{k}={','.join(map(str, v)) if isinstance(v, list) else v}")
         for k, v in (("num_labeled", FLAGS.num_labeled), ("seeds", FLAGS.seeds),
                      ("methods", FLAGS.methods), ("recipe", FLAGS.recipe),
                      ("run_dir", FLAGS.run_dir)))
     if FLAGS.steps:
-        command += f" --steps={FLAGS.steps}"
+        command += f" --steps={FLAGS.steps}"  # integers: nothing to quote
     if FLAGS.warmup_steps:
         command += f" --warmup_steps={FLAGS.warmup_steps}"
     with open(os.path.join(FLAGS.run_dir, "SWEEP.md"), "w") as f:
