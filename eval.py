@@ -16,6 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
+from flags import flagfiles  # noqa: E402
 from flags import eval as eval_flags  # noqa: E402
 
 eval_flags.define_eval_flags()
@@ -39,4 +40,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=flagfiles.parse)

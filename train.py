@@ -4,7 +4,9 @@
         --model_dir=runs/coseg --method=coseg
 
 Flags are defined in flags/train.py; recipes (the paper's setting, a small CPU
-setting) in recipes/. A restarted run with the same --model_dir resumes where it was.
+setting) in recipes/. A restarted run with the same --model_dir resumes where it was,
+as if it had never stopped; a flag that changes the experiment is refused (README,
+"Resuming"). Exit codes: 2 a refused flag, input or record, 3 a NaN loss.
 """
 
 import os
@@ -14,6 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
+from flags import flagfiles  # noqa: E402
 from flags import train as train_flags  # noqa: E402
 
 train_flags.define_train_flags()
@@ -38,4 +41,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=flagfiles.parse)

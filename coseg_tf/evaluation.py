@@ -56,7 +56,6 @@ An evaluation directory (default MODEL_DIR/eval_<split>) holds, written through
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import re
@@ -68,8 +67,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from coseg_tf import grid, train_lib
-from pipelines import decode, schema, streams
+from coseg_tf import errors, grid, run_dir
+from pipelines import decode, schema, streams, textfiles
 
 OUTPUT_STRIDE = grid.OUTPUT_STRIDE
 IGNORE_LABEL = schema.IGNORE_LABEL
@@ -86,7 +85,7 @@ MODEL_INFO_ASSET = "model.json"  # the run's model.json (parts, human_region), i
 
 # A flag or an input that makes the evaluation impossible; raised before any work.
 # The same class as training's, so one `except` serves train.py, eval.py and tools.
-ConfigError = train_lib.ConfigError
+ConfigError = errors.ConfigError
 
 
 @dataclasses.dataclass
@@ -95,7 +94,7 @@ class EvalConfig:
 
     Args:
       eval_data: TFRecords to evaluate on (glob, or comma-separated globs).
-      model_dir: a training run directory (`train_lib.run_training`).
+      model_dir: a training run directory (`coseg_tf.run_dir`).
       checkpoint: 'last', 'best', or the path of a `.weights.h5` of the run.
       saved_model: an export directory (instead of model_dir): EXPORT_DIR or
         EXPORT_DIR/<version>; its `serve_mask` signature is called.
@@ -556,14 +555,6 @@ class ProgressBar:
 
 # === Files ===
 
-def _write_atomic(path: str, data, mode: str = "w"):
-    """Writes `data` to `path` through tf.io.gfile: a temporary file, then a rename."""
-    tmp = path + ".tmp"
-    with tf.io.gfile.GFile(tmp, mode) as f:
-        f.write(data)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
-
-
 _SHARD_SUFFIX = re.compile(r"-\d{5}-of-\d{5}$")
 _EXTENSIONS = (".tfrecords", ".tfrecord", ".tfr", ".record")
 
@@ -606,8 +597,10 @@ def _read_class_names(saved_model_dir: str):
     path = os.path.join(saved_model_dir, "assets", CLASS_NAMES_ASSET)
     if not tf.io.gfile.exists(path):
         return None
-    with tf.io.gfile.GFile(path) as f:
-        return [line.strip() for line in f if line.strip()]
+    try:
+        return textfiles.read_list(path)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"--saved_model: {e}") from None
 
 
 def _read_saved_model_info(saved_model_dir: str) -> dict:
@@ -615,11 +608,10 @@ def _read_saved_model_info(saved_model_dir: str) -> dict:
     path = os.path.join(saved_model_dir, "assets", MODEL_INFO_ASSET)
     if not tf.io.gfile.exists(path):
         return {}
-    with tf.io.gfile.GFile(path) as f:
-        try:
-            info = json.load(f)
-        except ValueError as e:
-            raise ConfigError(f"--saved_model: {path} is not valid JSON ({e})") from None
+    try:
+        info = textfiles.read_json(path)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"--saved_model: {e}") from None
     return info if isinstance(info, dict) else {}
 
 
@@ -683,14 +675,10 @@ def validate(config: EvalConfig) -> _Resolved:
     split = split_name(files, config.eval_data)
     if config.model_dir:
         try:
-            info = train_lib.read_model_info(config.model_dir)
-        except train_lib.ConfigError as e:
+            info = run_dir.read_model_info(config.model_dir)
+        except ConfigError as e:
             raise ConfigError(f"--model_dir: {e}") from None
-        if not config.checkpoint:
-            raise ConfigError("--checkpoint: last, best or a path to a .weights.h5")
-        path = _checkpoint_path(config)
-        if not tf.io.gfile.exists(path):
-            raise ConfigError(f"--checkpoint={config.checkpoint}: {path} not found")
+        run_dir.require_checkpoint(config.model_dir, config.checkpoint)
         num_classes, model_parts = int(info["num_classes"]), info.get("parts")
         where = f"the checkpoint of {config.model_dir} (model.json: parts={model_parts})"
         default_region = info.get("human_region", "boxes")
@@ -731,20 +719,15 @@ def validate(config: EvalConfig) -> _Resolved:
                      saved_model_dir=saved_dir, saved_class_names=saved_names)
 
 
-def _checkpoint_path(config: EvalConfig) -> str:
-    if config.checkpoint in ("last", "best"):
-        return os.path.join(config.model_dir, "checkpoints", f"{config.checkpoint}.weights.h5")
-    return config.checkpoint
-
-
 def load_predict_fn(config: EvalConfig, resolved: _Resolved):
     """(predict_fn, checkpoint or SavedModel path) for the model of `config`."""
     if config.model_dir:
         try:
-            network, _ = train_lib.load_network(config.model_dir, config.checkpoint)
-        except train_lib.ConfigError as e:
+            network, _ = run_dir.load_network(config.model_dir, config.checkpoint)
+        except ConfigError as e:
             raise ConfigError(f"--checkpoint={config.checkpoint}: {e}") from None
-        return network_predict_fn(network), _checkpoint_path(config)
+        return (network_predict_fn(network),
+                run_dir.checkpoint_path(config.model_dir, config.checkpoint))
     try:
         loaded = tf.saved_model.load(resolved.saved_model_dir)
     except (OSError, ValueError, tf.errors.OpError) as e:
@@ -769,6 +752,13 @@ def evaluate(config: EvalConfig) -> dict:
     included), "images_per_second_after_first", "output_dir", "overlays" (paths).
     """
     resolved = validate(config)
+    # A record that validation (first records only) could not see stops the evaluation
+    # where it is read, named (file, position, image id); metrics.json is not written.
+    with errors.bad_records_named(eval_data=config.eval_data):
+        return _evaluate(config, resolved)
+
+
+def _evaluate(config: EvalConfig, resolved: _Resolved) -> dict:
     scheme = resolved.scheme
     predict_fn, checkpoint = load_predict_fn(config, resolved)
     evaluator = Evaluator(predict_fn, num_classes=scheme.num_classes, flip=config.flip,
@@ -827,8 +817,8 @@ def evaluate(config: EvalConfig) -> dict:
         "output_dir": resolved.output_dir,
         "overlays": overlay_paths,
     })
-    _write_atomic(os.path.join(resolved.output_dir, METRICS_FILE),
-                  json.dumps(metrics, indent=2) + "\n")
+    run_dir.write_text_atomic(os.path.join(resolved.output_dir, METRICS_FILE),
+                              run_dir.to_json(metrics, indent=2) + "\n")
     return metrics
 
 

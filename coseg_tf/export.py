@@ -38,7 +38,8 @@ region (all boxes zero) gets fc8's bias at every pixel: finite, one class everyw
 
 Bad requests are refused before any work. A wrong dtype is refused by the function's
 typed inputs ("expected to be a uint8 tensor but is a float tensor"). Rank, channel
-count, box width, box range and batch/size agreement are checked by assertions inside
+count, image size (at least 1 x 1: an empty image would fail deep inside the network),
+box width, box range and batch/size agreement are checked by assertions inside
 the graph, whose messages name the signature, the input and the shape received: TF
 Serving (and a loaded signature given tensors) does not check shapes against the
 signature. The rank check reads the shape at run time on purpose: Grappler folds
@@ -62,6 +63,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shlex
 import shutil
 import sys
 import tempfile
@@ -71,9 +73,9 @@ from typing import Mapping, Optional
 import numpy as np
 import tensorflow as tf
 
-from coseg_tf import grid, train_lib
+from coseg_tf import errors, grid, run_dir
 
-ConfigError = train_lib.ConfigError
+ConfigError = errors.ConfigError
 
 DEFAULT_SIGNATURE = "serving_default"
 MASK_SIGNATURE = "serve_mask"
@@ -92,7 +94,7 @@ class ExportConfig:
     """Everything an export needs; field names equal the flag names of export.py.
 
     Args:
-      model_dir: a training run directory (`train_lib.run_training`).
+      model_dir: a training run directory (`coseg_tf.run_dir`).
       export_dir: the model's base directory for TF Serving (versions go beneath).
       checkpoint: 'last', 'best', or the path of a `.weights.h5` of the run.
       version: the integer version to write; None = the next free one.
@@ -161,7 +163,12 @@ def _checked_image(image, signature):
         channels_ok = _check(tf.equal(shape[-1], 3),
                              f"{signature}: `image` must have 3 channels (RGB); got shape",
                              shape)
-    with tf.control_dependencies([channels_ok]):
+        # An empty image would otherwise fail deep inside the network (with oneDNN:
+        # "input depth must be evenly divisible"), or return an empty map without it.
+        size_ok = _check(tf.reduce_all(shape[1:3] >= 1),
+                         f"{signature}: `image` must be at least 1 x 1 pixels (height and "
+                         "width >= 1); got shape", shape)
+    with tf.control_dependencies([channels_ok, size_ok]):
         return tf.identity(image)
 
 
@@ -316,7 +323,7 @@ def export_saved_model(network, info, export_dir, *, version=None, overwrite=Fal
     """Writes `network` as version `version` of a TF Serving model; returns its path.
 
     Args:
-      network: the Keras network (`train_lib.load_network` or `build_deeplab_largefov`).
+      network: the Keras network (`run_dir.load_network` or `build_deeplab_largefov`).
       info: the run's model info (model.json): needs "class_names" (one per output
         class); the rest is stored as the asset model.json.
       export_dir: the model's base directory (created if missing; local or gs://...).
@@ -383,21 +390,15 @@ def validate(config: ExportConfig) -> int:
     """Checks the config before any network is built; returns the version to write."""
     if not config.model_dir:
         raise ConfigError("--model_dir is required (a run directory of train.py)")
-    train_lib.read_model_info(config.model_dir)
-    if not config.checkpoint:
-        raise ConfigError("--checkpoint: last, best or a path to a .weights.h5")
-    path = config.checkpoint
-    if config.checkpoint in ("last", "best"):
-        path = os.path.join(config.model_dir, "checkpoints", f"{config.checkpoint}.weights.h5")
-    if not tf.io.gfile.exists(path):
-        raise ConfigError(f"--checkpoint={config.checkpoint}: {path} not found")
+    run_dir.read_model_info(config.model_dir)
+    run_dir.require_checkpoint(config.model_dir, config.checkpoint)
     return resolve_version(config.export_dir, config.version, overwrite=config.overwrite)
 
 
 def run_export(config: ExportConfig) -> ExportResult:
     """Exports the checkpoint of a training run as a TF Serving version."""
     version = validate(config)
-    network, info = train_lib.load_network(config.model_dir, config.checkpoint)
+    network, info = run_dir.load_network(config.model_dir, config.checkpoint)
     path = export_saved_model(network, info, config.export_dir, version=version,
                               overwrite=config.overwrite)
     return ExportResult(path=path, version=version, size_bytes=directory_size(path))
@@ -408,6 +409,9 @@ def serving_commands(path, *, model_name=None) -> list:
 
     The TF Serving binary is not on PyPI: `tensorflow_model_server` comes from Google's
     apt repository or the `tensorflow/serving` Docker image; both commands are given.
+    Each argument is quoted for a POSIX shell (`shlex.quote`), so the commands run as
+    printed whatever the path holds (spaces, quotes, `$`). Docker's `-v SRC:DST` cannot
+    take a path with a colon: such a path needs `--mount` instead.
     """
     path = path.rstrip("/")
     base = os.path.dirname(path)
@@ -418,16 +422,23 @@ def serving_commands(path, *, model_name=None) -> list:
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
     if not os.path.exists(cli):
         cli = "saved_model_cli"
-    return [
-        f"{cli} show --dir {path} --all",
-        f"tensorflow_model_server --rest_api_port=8501 --model_name={name} "
-        f"--model_base_path={base}",
-        f"docker run --rm -p 8501:8501 -v {base}:/models/{name} -e MODEL_NAME={name} "
-        "tensorflow/serving",
-        f"curl -X POST http://localhost:8501/v1/models/{name}:predict -d "
-        "'{\"signature_name\": \"serving_default\", \"instances\": [{\"image\": "
-        "[[[R, G, B], ...], ...], \"human_boxes\": [[ymin, xmin, ymax, xmax]]}]}'",
-    ]
+    request = ('{"signature_name": "serving_default", "instances": [{"image": '
+               '[[[R, G, B], ...], ...], "human_boxes": [[ymin, xmin, ymax, xmax]]}]}')
+    # Every argument quoted for a POSIX shell: a path with a space, a quote or a $
+    # must reach the program as one argument, unchanged.
+    return [_shell_command(argv) for argv in (
+        [cli, "show", "--dir", path, "--all"],
+        ["tensorflow_model_server", "--rest_api_port=8501", f"--model_name={name}",
+         f"--model_base_path={base}"],
+        ["docker", "run", "--rm", "-p", "8501:8501", "-v", f"{base}:/models/{name}",
+         "-e", f"MODEL_NAME={name}", "tensorflow/serving"],
+        ["curl", "-X", "POST", f"http://localhost:8501/v1/models/{name}:predict", "-d",
+         request],
+    )]
+
+
+def _shell_command(argv) -> str:
+    return " ".join(shlex.quote(str(arg)) for arg in argv)
 
 
 def _model_name(base):

@@ -3,24 +3,10 @@
 `train.py` turns its flags into a `TrainConfig` once and calls `run_training`; tests
 and tools call `run_training` directly. Nothing here reads absl flags.
 
-A run directory holds (all written through `tf.io.gfile`, so `gs://` works too):
-
-    MODEL_DIR/
-      config.json          the resolved configuration (repeat a run from it)
-      labeled_ids.txt      the labeled images, one id a line
-      model.json           what eval/export need to rebuild the network
-      checkpoints/last.weights.h5, checkpoints/best.weights.h5 (by validation loss),
-        and with keep_checkpoints checkpoints/epoch-NNNN.weights.h5 at every interval
-        (epoch N ends at step N * checkpoint_every)
-      backup/              the training state of the last interval (`Backup`): a
-                           restarted run resumes there (training_metadata.json names
-                           the complete state-NNNNNN.weights.h5 it belongs to)
-      history.csv          one row per checkpoint interval (loss terms, mining precision)
-      logs/                TensorBoard
-
-Weight files are written under a temporary name and renamed when complete, so a run
-killed at any moment leaves no half-written checkpoint under a final name; a backup or
-checkpoint that is corrupt all the same is refused with a message naming the file.
+The run directory (config.json, labeled_ids.txt, model.json, checkpoints, the backup a
+restarted run resumes from, history.csv) is `coseg_tf.run_dir`'s: its layout, the
+check of a restart's flags against the recorded ones before anything is written, the
+atomic writes and `load_network` live there.
 
 Under `--strategy=multi_worker` only the chief writes the run directory; the other
 workers train in lockstep and write nothing (docs/DISTRIBUTED.md).
@@ -29,7 +15,6 @@ workers train in lockstep and write nothing (docs/DISTRIBUTED.md).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from typing import Optional
@@ -39,12 +24,14 @@ import numpy as np
 import tensorflow as tf
 
 from coseg_tf import distribute
+from coseg_tf import errors
 from coseg_tf import losses as losses_lib
 from coseg_tf import model as model_lib
 from coseg_tf import precision
+from coseg_tf import run_dir
 from coseg_tf import trainer as trainer_lib
 from coseg_tf import weights as weights_lib
-from pipelines import decode, schema, streams
+from pipelines import decode, schema, streams, textfiles
 
 METHODS = trainer_lib.METHODS
 # Labeled sets up to this size are cached decoded (~0.6 MB an image at VOC size).
@@ -103,7 +90,7 @@ class TrainConfig:
 
 
 # The image-level labels an image-label method trained with (one line per image).
-IMAGE_LABELS_FILE = "image_labels.tsv"
+IMAGE_LABELS_FILE = run_dir.IMAGE_LABELS_FILE
 
 
 def image_labels_text(train_data, scheme):
@@ -127,8 +114,8 @@ def mining_options(config: TrainConfig) -> losses_lib.MiningOptions:
         features=config.mining_features)
 
 
-class ConfigError(ValueError):
-    """A flag or an input that makes the run impossible; raised before any work."""
+ConfigError = errors.ConfigError
+BadRecordError = errors.BadRecordError
 
 
 def _positive(config, *names):
@@ -209,8 +196,10 @@ def validate(config: TrainConfig):
     if config.labeled_ids_file:
         if not tf.io.gfile.exists(config.labeled_ids_file):
             raise ConfigError(f"--labeled_ids_file: no such file {config.labeled_ids_file}")
-        with tf.io.gfile.GFile(config.labeled_ids_file) as f:
-            explicit = [line.strip() for line in f if line.strip()]
+        try:
+            explicit = textfiles.read_list(config.labeled_ids_file)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"--labeled_ids_file: {e}") from None
     try:
         labeled_ids = streams.select_labeled_ids(
             all_ids, num_labeled=None if explicit is not None else config.num_labeled,
@@ -251,146 +240,11 @@ class StopOnNaN(keras.callbacks.Callback):
                 + self._ADVICE)
 
 
-def _write_text(path, text):
-    tmp = path + ".tmp"
-    with tf.io.gfile.GFile(tmp, "w") as f:
-        f.write(text)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
-
-
-def _save_weights_atomic(model, path):
-    """`model.save_weights(path)` under a temporary name, renamed when complete."""
-    directory, name = os.path.split(path)
-    tmp = os.path.join(directory, f".tmp-{os.getpid()}-{name}")  # still *.weights.h5
-    model.save_weights(tmp, overwrite=True)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
-
-
-# === Checkpoints and the backup of a run ===
-
-class SaveWeights(keras.callbacks.Callback):
-    """Writes the weights (network + optimizer) at the end of each interval, atomically.
-
-    Args:
-      path: the `.weights.h5` file; may hold `{epoch}` (1-based), e.g. epoch-{epoch:04d}.
-      monitor: None writes every interval; a log name (e.g. "val_loss") writes only
-        when it is lower than at every earlier interval of this process.
-    """
-
-    def __init__(self, path, monitor=None):
-        super().__init__()
-        self.path = path
-        self.monitor = monitor
-        self.best = math.inf
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self.monitor is not None:
-            value = (logs or {}).get(self.monitor)
-            if value is None or not float(np.mean(value)) < self.best:
-                return
-            self.best = float(np.mean(value))
-        _save_weights_atomic(self.model, self.path.format(epoch=epoch + 1))
-
-
-BACKUP_METADATA = "training_metadata.json"
-_KERAS_BACKUP_WEIGHTS = "latest.weights.h5"  # keras.callbacks.BackupAndRestore's name
-
-
-class Backup(keras.callbacks.Callback):
-    """Saves the training state at the end of every interval; a killed run resumes there.
-
-    A state is a complete `state-EEEEEE.weights.h5` (network and optimizer, written
-    under a temporary name and renamed), then `training_metadata.json` naming it
-    ({"epoch", "step", "weights"}), also written and renamed: the metadata is the
-    commit point, so a run killed at any moment leaves it naming a complete file.
-    Older state files are removed once the metadata has moved on.
-    `read_backup` + `restore_backup` are the other half.
-
-    Args:
-      backup_dir: the directory of the state (MODEL_DIR/backup).
-      write: False on the non-chief workers of a cluster: they resume from the
-        chief's backup but never write one.
-    """
-
-    def __init__(self, backup_dir, write=True):
-        super().__init__()
-        self.backup_dir = backup_dir
-        self.write = write
-
-    def on_epoch_end(self, epoch, logs=None):
-        if not self.write:
-            return
-        gfile = tf.io.gfile
-        gfile.makedirs(self.backup_dir)
-        name = f"state-{epoch + 1:06d}.weights.h5"
-        _save_weights_atomic(self.model, os.path.join(self.backup_dir, name))
-        _write_text(os.path.join(self.backup_dir, BACKUP_METADATA), json.dumps({
-            "epoch": epoch + 1, "step": int(self.model.optimizer.iterations.numpy()),
-            "weights": name}) + "\n")
-        for other in gfile.listdir(self.backup_dir):
-            other = other.rstrip("/")
-            if other != name and ".weights.h5" in other:  # older states, a dead run's tmp
-                try:
-                    gfile.remove(os.path.join(self.backup_dir, other))
-                except tf.errors.OpError:
-                    pass  # another cleaner was first; nothing depends on it
-
-
-def read_backup(backup_dir, steps_per_epoch):
-    """(epoch, weights file) of the run's last backed-up state; (0, None) for a new run.
-
-    Checks the metadata only (`restore_backup` loads the weights). Also reads the
-    state of keras.callbacks.BackupAndRestore (latest.weights.h5), which earlier
-    versions wrote.
-
-    Raises:
-      ConfigError: the metadata is unreadable, half-written or inconsistent, names a
-        missing file, or was written with another interval length (--checkpoint_every).
-    """
-    path = os.path.join(backup_dir, BACKUP_METADATA)
-    if not tf.io.gfile.exists(path):
-        return 0, None
-    fix = f"remove {backup_dir} to start the run afresh"
-    try:
-        with tf.io.gfile.GFile(path) as f:
-            meta = json.load(f)
-        epoch = meta["epoch"]
-        name = meta.get("weights", _KERAS_BACKUP_WEIGHTS)
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-            raise ValueError(f"epoch {epoch!r} is not an integer >= 0")
-        if not isinstance(name, str) or not name.endswith(".weights.h5") or "/" in name:
-            raise ValueError(f"weights {name!r} is not a .weights.h5 file name")
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
-        # JSONDecodeError and UnicodeDecodeError are ValueErrors.
-        raise ConfigError(f"backup metadata {path} is corrupt or half-written "
-                          f"({type(e).__name__}: {e}); {fix}") from None
-    weights = os.path.join(backup_dir, name)
-    if not tf.io.gfile.exists(weights):
-        raise ConfigError(f"backup metadata {path} names {weights}, which does not exist "
-                          f"(the backup is incomplete); {fix}")
-    step = meta.get("step")
-    if step is not None and step != epoch * steps_per_epoch:
-        raise ConfigError(
-            f"the backup in {backup_dir} is at step {step} after {epoch} intervals, but "
-            f"--checkpoint_every now makes intervals of {steps_per_epoch} steps: restart "
-            f"with the flags of the run (its config.json), or {fix}")
-    return epoch, weights
-
-
-def restore_backup(trainer, backup_dir, epoch, weights, steps_per_epoch):
-    """Loads the backed-up state `weights` into `trainer`; ConfigError if it is broken."""
-    fix = f"remove {backup_dir} to start the run afresh"
-    try:
-        trainer.load_weights(weights)
-    except Exception as e:  # h5py and Keras raise many types for a broken file
-        raise ConfigError(f"backup weights {weights} cannot be read ({type(e).__name__}: "
-                          f"{e}); the file is corrupt or half-written; {fix}") from None
-    step = int(trainer.optimizer.iterations.numpy())
-    if step != epoch * steps_per_epoch:
-        raise ConfigError(
-            f"backup weights {weights} are at step {step}, but the backup metadata says "
-            f"{epoch} intervals of {steps_per_epoch} steps ({epoch * steps_per_epoch}); "
-            f"restart with the flags of the run (its config.json), or {fix}")
+# Re-exported: the run directory's contract is run_dir's.
+SaveWeights = run_dir.SaveWeights
+Backup = run_dir.Backup
+read_model_info = run_dir.read_model_info
+load_network = run_dir.load_network
 
 
 # === Multi-worker ===
@@ -465,7 +319,20 @@ def build_trainer(config: TrainConfig, scheme, *, steps_per_execution=1):
 
 
 def run_training(config: TrainConfig):
-    """Trains as `config` says; returns the Keras History of this (possibly resumed) run."""
+    """Trains as `config` says; returns the Keras History of this (possibly resumed) run.
+
+    Raises:
+      ConfigError: a flag or input that makes the run impossible, before any work.
+      BadRecordError (a ConfigError): a record that validation (first records only)
+        could not see, met while reading the data, named with its file and image id;
+        the backup of the last interval stays, to resume once it is fixed.
+      FloatingPointError: a NaN/Inf loss or weights (nothing of that step is saved).
+    """
+    with errors.bad_records_named(train_data=config.train_data, val_data=config.val_data):
+        return _run_training(config)
+
+
+def _run_training(config: TrainConfig):
     if config.num_cpu_devices > 1 and not tf.config.list_physical_devices("GPU"):
         # Logical devices must exist before TensorFlow runs its first op.
         distribute.split_cpu(config.num_cpu_devices)
@@ -476,7 +343,7 @@ def run_training(config: TrainConfig):
                                             num_cpu_devices=config.num_cpu_devices)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    scheme, all_ids, labeled_ids = validate(config)
+    scheme, _, labeled_ids = validate(config)
     replicas = strategy.num_replicas_in_sync
     if config.jit_compile and replicas > 1:
         # Keras compiles its whole step function, strategy.run over every replica
@@ -489,36 +356,37 @@ def run_training(config: TrainConfig):
     multi_worker = distribute.is_multi_worker(strategy)
     # Only the chief writes the run directory (one worker unless multi_worker).
     chief = distribute.is_chief(strategy)
+    model_dir = config.model_dir
 
     # Keras "epochs" are checkpoint intervals; a restarted run resumes at the last one.
     steps_per_epoch = min(config.checkpoint_every, config.steps)
     epochs = math.ceil(config.steps / steps_per_epoch)
-    backup_dir = os.path.join(config.model_dir, "backup")
-    initial_epoch, backup_weights = read_backup(backup_dir, steps_per_epoch)
-    if backup_weights is not None:
-        _check_resumed_precision(config)
+
+    # Everything is checked before anything is written: the flags against the recorded
+    # ones (a restart may change only run_dir.RESUME_MAY_CHANGE), the labeled ids and
+    # image-level labels against the recorded ones, the backup, the replica count.
+    once = {}
+    if config.method in trainer_lib.IMAGE_LABEL_METHODS:
+        once[run_dir.IMAGE_LABELS_FILE] = image_labels_text(config.train_data, scheme)
+    start = run_dir.check_start(model_dir, config, labeled_ids=labeled_ids,
+                                extra_files=once)
+    state = run_dir.read_backup(model_dir, steps_per_epoch)
+    if state is not None and state.replicas not in (None, replicas):
+        raise ConfigError(
+            f"the backup in {run_dir.path(model_dir, run_dir.BACKUP_DIR)} was written with "
+            f"{state.replicas} replicas in sync, this start has {replicas} (--strategy="
+            f"{config.strategy}, --num_cpu_devices={config.num_cpu_devices}): the global "
+            "batch (--batch_labeled + --batch_unlabeled per replica) would change; "
+            f"restart on {state.replicas} replicas")
+    initial_epoch = state.epoch if state is not None else 0
     initial_step = initial_epoch * steps_per_epoch
+    # The data position: global batches delivered so far (one a step); a resumed run's
+    # streams continue there, as if it had never stopped.
+    position = initial_step
+    if state is not None and state.data_position is not None:
+        position = state.data_position
 
-    gfile = tf.io.gfile
-    ckpt_dir = os.path.join(config.model_dir, "checkpoints")
-    if chief:
-        gfile.makedirs(ckpt_dir)
-        _write_text(os.path.join(config.model_dir, "config.json"),
-                    json.dumps(dataclasses.asdict(config), indent=2, sort_keys=True) + "\n")
-        _write_text(os.path.join(config.model_dir, "labeled_ids.txt"),
-                    "".join(i + "\n" for i in labeled_ids))
-        _write_text(os.path.join(config.model_dir, "model.json"), json.dumps({
-            "architecture": "deeplab_largefov", "parts": scheme.name,
-            "class_names": list(scheme.class_names), "num_classes": scheme.num_classes,
-            "width_multiplier": config.width_multiplier, "norm": config.norm,
-            "human_region": config.human_region, "fc6_impl": config.fc6_impl,
-            "mixed_precision": config.mixed_precision,
-        }, indent=2) + "\n")
-        if config.method in trainer_lib.IMAGE_LABEL_METHODS:
-            _write_text(os.path.join(config.model_dir, IMAGE_LABELS_FILE),
-                        image_labels_text(config.train_data, scheme))
-
-    def make_train_ds(batch_labeled, batch_unlabeled, seed):
+    def make_train_ds(batch_labeled, batch_unlabeled, seed, start_batch):
         ds = streams.train_dataset(
             config.train_data, method=config.method, scheme=scheme,
             labeled_ids=labeled_ids, batch_labeled=batch_labeled,
@@ -530,26 +398,26 @@ def run_training(config: TrainConfig):
             # A small labeled set is decoded once and kept in memory; otherwise every
             # epoch of the labeled stream re-reads the whole training set to find it.
             cache_labeled=len(labeled_ids) <= CACHE_LABELED_MAX,
-            seed=seed)
+            seed=seed, start_batch=start_batch)
         # Image ids are strings: they stay on the host (a GPU replica cannot hold them).
         return ds.map(lambda d: {k: _without_ids(v) for k, v in d.items()})
 
-    # A resumed run continues with fresh random draws rather than replaying the first
-    # steps' data.
-    seed = config.seed + initial_step
     if multi_worker:
         # Each worker builds its own stream of per-replica batches over ALL training
         # files, with its own seed: no worker reads another's share of the data, and
         # each one sees the whole (small) labeled pool. Same global batch per step:
         # batch_labeled + batch_unlabeled per replica, on every replica of the cluster.
+        # A worker's stream delivers one batch per local replica and step.
         def worker_ds(context):
+            local = context.num_replicas_in_sync // context.num_input_pipelines
             return make_train_ds(config.batch_labeled, config.batch_unlabeled,
-                                 seed + 1_000_003 * context.input_pipeline_id)
+                                 config.seed + 1_000_003 * context.input_pipeline_id,
+                                 position * local)
         train_ds = strategy.distribute_datasets_from_function(worker_ds)
     else:
         # Global batches, split across the replicas by Keras.
         train_ds = make_train_ds(config.batch_labeled * replicas,
-                                 config.batch_unlabeled * replicas, seed)
+                                 config.batch_unlabeled * replicas, config.seed, position)
     val_ds = None
     if config.val_data:
         val_ids = streams.read_ids(config.val_data)
@@ -569,34 +437,47 @@ def run_training(config: TrainConfig):
 
     with strategy.scope():
         trainer = build_trainer(config, scheme)
-        if backup_weights is not None:
-            restore_backup(trainer, backup_dir, initial_epoch, backup_weights,
-                           steps_per_epoch)
+        if state is not None:
+            run_dir.restore_backup(trainer, model_dir, state, steps_per_epoch)
+    # All checked (the backup's weights too): the first write.
+    if chief:
+        run_dir.record_start(model_dir, start, config, scheme=scheme,
+                             labeled_ids=labeled_ids, step=initial_step, extra_files=once)
 
     monitor = "val_loss" if val_ds is not None else "loss"
+    # "best" continues from the backed-up best value (a restart's first interval is
+    # best only if it beats the intervals before the restart).
+    best = run_dir.SaveWeights(run_dir.checkpoint_path(model_dir, "best"), monitor=monitor,
+                               best=state.best if state and state.monitor == monitor else None)
     callbacks = [
         StopOnNaN(),  # first: it checks the weights before anything below saves them
-        Backup(backup_dir, write=chief),
     ]
     if chief:
         callbacks += [
-            SaveWeights(os.path.join(ckpt_dir, "last.weights.h5")),
-            *([SaveWeights(os.path.join(ckpt_dir, "epoch-{epoch:04d}.weights.h5"))]
+            run_dir.SaveWeights(run_dir.checkpoint_path(model_dir, "last")),
+            *([run_dir.SaveWeights(run_dir.path(model_dir, run_dir.CHECKPOINT_DIR,
+                                                run_dir.EPOCH_CHECKPOINT))]
               if config.keep_checkpoints else []),
-            SaveWeights(os.path.join(ckpt_dir, "best.weights.h5"), monitor=monitor),
-            keras.callbacks.CSVLogger(os.path.join(config.model_dir, "history.csv"),
-                                      append=True),
-            keras.callbacks.TensorBoard(os.path.join(config.model_dir, "logs"),
+            best,
+            # A start from step 0 rewrites the history (rows of an abandoned start
+            # would otherwise stay); a restart appends to it.
+            keras.callbacks.CSVLogger(run_dir.path(model_dir, run_dir.HISTORY_FILE),
+                                      append=initial_epoch > 0),
+            keras.callbacks.TensorBoard(run_dir.path(model_dir, run_dir.LOGS_DIR),
                                         update_freq="epoch"),
         ]
+    # After the checkpoints: the backup records the best value of its own interval.
+    callbacks.append(run_dir.Backup(
+        run_dir.path(model_dir, run_dir.BACKUP_DIR), best_from=best,
+        data_position=lambda step: step, replicas=replicas, write=chief))
     history = trainer.fit(
         train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch,
         initial_epoch=initial_epoch,
         validation_data=val_ds, validation_steps=config.val_steps if val_ds else None,
         callbacks=callbacks, verbose=config.verbose)
     if chief:
-        _write_text(os.path.join(config.model_dir, "DONE"),
-                    f"steps {int(trainer.optimizer.iterations.numpy())}\n")
+        run_dir.write_text_atomic(run_dir.path(model_dir, run_dir.DONE_FILE),
+                                  f"steps {int(trainer.optimizer.iterations.numpy())}\n")
     return history
 
 
@@ -605,11 +486,12 @@ def _without_ids(element):
 
 
 def _init_run_dir(init_weights):
-    """The run directory of --init=run's --init_weights (RUN_DIR or RUN_DIR/checkpoints/X)."""
-    path = init_weights.rstrip("/")
-    if path.endswith(".weights.h5"):
-        return os.path.dirname(os.path.dirname(path)), path
-    return path, "last"
+    """(run directory, checkpoint) of --init=run's --init_weights: RUN_DIR (its last
+    checkpoint) or RUN_DIR/checkpoints/X.weights.h5."""
+    source = init_weights.rstrip("/")
+    if source.endswith(".weights.h5"):
+        return os.path.dirname(os.path.dirname(source)), source
+    return source, "last"
 
 
 def _check_init_run(config, scheme):
@@ -617,98 +499,21 @@ def _check_init_run(config, scheme):
     if not config.init_weights:
         raise ConfigError("--init=run needs --init_weights=RUN_DIR (a training run whose "
                           "last checkpoint starts this run) or a .weights.h5 inside one")
-    run_dir, checkpoint = _init_run_dir(config.init_weights)
+    source, checkpoint = _init_run_dir(config.init_weights)
     try:
-        info = read_model_info(run_dir)
+        info = run_dir.read_model_info(source)
     except ConfigError as e:
         raise ConfigError(f"--init_weights: {e}") from None
-    if checkpoint == "last":
-        checkpoint = os.path.join(run_dir, "checkpoints", "last.weights.h5")
+    checkpoint = run_dir.checkpoint_path(source, checkpoint)
     if not tf.io.gfile.exists(checkpoint):
         raise ConfigError(f"--init_weights: no checkpoint {checkpoint}")
     if info["num_classes"] != scheme.num_classes or info.get("parts") not in (None, scheme.name):
-        raise ConfigError(f"--init_weights: {run_dir} was trained with --parts="
+        raise ConfigError(f"--init_weights: {source} was trained with --parts="
                           f"{info.get('parts')} ({info['num_classes']} classes), this run "
                           f"with --parts={scheme.name} ({scheme.num_classes})")
-    if info["width_multiplier"] != config.width_multiplier:
-        raise ConfigError(f"--init_weights: {run_dir} has --width_multiplier="
-                          f"{info['width_multiplier']}, this run {config.width_multiplier}")
+    if info.get("width_multiplier") != config.width_multiplier:
+        raise ConfigError(f"--init_weights: {source} has --width_multiplier="
+                          f"{info.get('width_multiplier')}, this run {config.width_multiplier}")
     if info.get("norm", "none") != config.norm:
-        raise ConfigError(f"--init_weights: {run_dir} has --norm={info.get('norm', 'none')}, "
+        raise ConfigError(f"--init_weights: {source} has --norm={info.get('norm', 'none')}, "
                           f"this run --norm={config.norm}")
-
-
-def _check_resumed_precision(config):
-    """A resumed run keeps its --mixed_precision: the backup holds that optimizer's state.
-
-    (float16's loss-scale optimizer has variables the others lack.) The network's
-    weights alone load across precisions: --init=run starts a new run from them.
-    """
-    try:
-        trained = read_model_info(config.model_dir).get("mixed_precision", "off")
-    except ConfigError:
-        return  # no model.json yet: read_backup / restore_backup report the state
-    if trained != config.mixed_precision:
-        raise ConfigError(
-            f"--mixed_precision={config.mixed_precision}, but the run in "
-            f"{config.model_dir} trained with --mixed_precision={trained} (model.json) "
-            f"and its backup holds that optimizer's state: resume with "
-            f"--mixed_precision={trained}, or start a new run from its weights with "
-            f"--init=run --init_weights={config.model_dir} (weights load across "
-            "precisions)")
-
-
-def read_model_info(model_dir):
-    """The `model.json` of a run directory (what eval and export rebuild from)."""
-    path = os.path.join(model_dir, "model.json")
-    if not tf.io.gfile.exists(path):
-        raise ConfigError(f"{path} not found: {model_dir} is not a training run directory")
-    try:
-        with tf.io.gfile.GFile(path) as f:
-            info = json.load(f)
-        for key in ("num_classes", "width_multiplier"):
-            info[key]  # noqa: B018 (a KeyError names what is missing)
-    except (ValueError, KeyError, TypeError) as e:
-        raise ConfigError(f"{path} is corrupt ({type(e).__name__}: {e}); it is written by "
-                          "train.py at the start of a run") from None
-    return info
-
-
-def load_network(model_dir, checkpoint="last"):
-    """The trained network of a run: (keras.Model, model info dict).
-
-    Args:
-      model_dir: a run directory written by `run_training`.
-      checkpoint: "last", "best", or a path to a `.weights.h5` file of a run.
-
-    The network is float32 whatever precision the run trained in (its variables are
-    float32 under every policy), with fc6 in the run's `fc6_impl` form ("auto" for
-    runs that predate it: taps on CPU, the convolution with a GPU).
-    """
-    info = read_model_info(model_dir)
-    path = checkpoint
-    if checkpoint in ("last", "best"):
-        path = os.path.join(model_dir, "checkpoints", f"{checkpoint}.weights.h5")
-    if not tf.io.gfile.exists(path):
-        raise ConfigError(f"checkpoint {path} not found")
-    # float32 whatever the run's --mixed_precision: the checkpoint's variables are
-    # float32 under every policy. fc6 in the run's form (older runs: "auto").
-    try:
-        network = model_lib.build_deeplab_largefov(
-            num_classes=info["num_classes"], width_multiplier=info["width_multiplier"],
-            norm=info.get("norm", "none"), fc6_impl=info.get("fc6_impl", "auto"),
-            dtype_policy="float32")
-    except ValueError as e:
-        raise ConfigError(f"{os.path.join(model_dir, 'model.json')}: {e}") from None
-    # The checkpoint holds the CosegTrainer (network + optimizer state): load it into
-    # an uncompiled trainer of the same structure (the optimizer state is not needed),
-    # whose network is then the trained one.
-    trainer = trainer_lib.CosegTrainer(network, num_classes=info["num_classes"],
-                                       method="supervised")
-    trainer.build()
-    try:
-        trainer.load_weights(path)
-    except (OSError, ValueError, KeyError) as e:
-        raise ConfigError(f"checkpoint {path} cannot be read ({e}); it may be corrupt or "
-                          "half-written") from None
-    return network, info

@@ -53,6 +53,7 @@ import tensorflow as tf
 from coseg_tf import image_label_losses
 from coseg_tf import losses as losses_lib
 from coseg_tf import masking
+from coseg_tf import metrics as metrics_lib
 
 METHODS = ("supervised", "coseg", "gmp", "em_adapt")
 # Methods that read the unlabeled images' image-level labels ("image_labels").
@@ -132,10 +133,16 @@ class CosegTrainer(keras.Model):
         elif method == "em_adapt":
             # em_pseudo_foreground: share of region positions the E-step gave a part.
             names += ["em_adapt", "em_pseudo_foreground"]
+        mining = []
         if self.mining_metrics:
-            names += ["mining_precision", "mining_chance"]
-            names += [f"mining_precision/{n}" for n in self.class_names[1:]]
-        self._trackers = {n: keras.metrics.Mean(name=n) for n in names}
+            mining = ["mining_precision", "mining_chance"]
+            mining += [f"mining_precision/{n}" for n in self.class_names[1:]]
+            names += mining
+        # Ratios that are 0 / 0 for an interval with nothing to count (nothing mined, no
+        # region) are undefined there: NaN, never 0 (losses stay plain means).
+        ratios = set(mining) | {"em_pseudo_foreground"}
+        self._trackers = {n: (metrics_lib.DefinedMean if n in ratios else keras.metrics.Mean)(
+            name=n) for n in names}
 
     # === Keras plumbing ===
     @property
@@ -225,8 +232,9 @@ class CosegTrainer(keras.Model):
             result["loss"] = (result["humanparts"]
                               + self.image_label_weight * result["em_adapt"])
             foreground = tf.cast(pseudo != losses_lib.BACKGROUND, tf.float32) * region_u
-            result["em_pseudo_foreground"] = tf.math.divide_no_nan(
-                tf.reduce_sum(foreground), tf.reduce_sum(region_u))
+            # NaN (undefined, left out of the interval's mean) without any region.
+            result["em_pseudo_foreground"] = (tf.reduce_sum(foreground)
+                                              / tf.reduce_sum(region_u))
             return result, None
 
         result["human"] = losses_lib.human_loss(logits=out_u["logits"], region=region_u)

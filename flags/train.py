@@ -15,7 +15,7 @@ from absl import flags
 
 from coseg_tf import model as model_lib
 from coseg_tf import precision
-from coseg_tf import train_lib
+from coseg_tf import run_dir, train_lib
 
 
 def define_data_flags():
@@ -127,7 +127,10 @@ def define_optimizer_flags():
 def define_run_flags():
     # === Run, checkpoints, distribution ===
     flags.DEFINE_string("model_dir", None, "Run directory: flags, labeled ids, "
-                        "checkpoints, logs. A restarted run resumes from it.")
+                        "checkpoints, logs. A restarted run resumes from it with the "
+                        "recorded flags; only "
+                        + ", ".join(f"--{n}" for n in run_dir.RESUME_MAY_CHANGE)
+                        + " may change (README, 'Resuming').")
     flags.DEFINE_integer("checkpoint_every", 100,
                          "Steps between checkpoints (also the Keras 'epoch' length).")
     flags.DEFINE_boolean("keep_checkpoints", False,

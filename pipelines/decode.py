@@ -13,10 +13,17 @@
 
 A record of another schema fails inside the pipeline with an error naming every missing
 key. `check_schema` makes the same check eagerly on the first record of the first file,
-so that entry points can refuse a wrong file before building anything.
+so that entry points can refuse a wrong file before building anything. A record whose
+content the pipeline cannot use (image bytes that are not a JPEG, maps of another size
+than the image, a part id outside the vocabulary) fails where it is decoded, naming
+its image id (`bad_record_in`); train.py and eval.py turn that into a refusal naming the
+record and its file (`streams.locate_record`), exit code 2.
 """
 
 from __future__ import annotations
+
+import base64
+import re
 
 import tensorflow as tf
 
@@ -72,37 +79,115 @@ def _assert_has_keys(serialized: tf.Tensor) -> tf.Operation:
         ["not a coseg_tf example (pipelines/schema.py): missing feature keys:", missing])
 
 
+# === A record the pipeline cannot use ===
+# Checks of a record's content fail with "coseg_tf: bad record: <problem> [image id:
+# <id> | <id in URL-safe base64>]": TensorFlow escapes the message differently in eager
+# and graph mode, the base64 copy reads back the same in both (`bad_record_in`), so
+# that the entry points can name the record and its file (streams.locate_record).
+BAD_RECORD = "coseg_tf: bad record: "
+_BAD_RECORD_RE = re.compile(re.escape(BAD_RECORD)
+                            + r"(?P<problem>[^\[]*) \[image id: .*? \| (?P<id64>[A-Za-z0-9_=-]*)\]")
+
+
+def _as_text(x) -> tf.Tensor:
+    return tf.strings.reduce_join(tf.strings.as_string(tf.reshape(x, [-1])), separator="x")
+
+
+def _record_check(condition, image_id, *problem) -> tf.Operation:
+    """An assertion naming the record's id and the problem (strings or string tensors)."""
+    message = tf.strings.join([BAD_RECORD, *problem, " [image id: ", image_id, " | ",
+                               tf.io.encode_base64(image_id), "]"])
+    return tf.debugging.Assert(condition, [message])
+
+
+def bad_record_in(error) -> tuple | None:
+    """(image id, problem) of an error raised by a record check of `decode_example`;
+    None for any other error."""
+    match = _BAD_RECORD_RE.search(str(getattr(error, "message", error)))
+    if match is None:
+        return None
+    id64 = match["id64"]
+    image_id = base64.urlsafe_b64decode(id64 + "=" * (-len(id64) % 4))
+    return image_id.decode("utf-8", "replace"), match["problem"]
+
+
+def decode_jpeg(data) -> tf.Tensor:
+    """uint8 [H, W, 3] RGB of JPEG bytes: the one decode of `image/encoded`.
+
+    The converter checks every image with this same function (`check_jpeg`), so what it
+    writes is what the pipeline reads. `tf.io.decode_jpeg` ignores EXIF: the bytes must
+    hold the upright image. INTEGER_ACCURATE: the same IDCT as libjpeg's default (PIL),
+    not the fast one.
+    """
+    return tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE")
+
+
+def check_jpeg(data: bytes) -> tuple:
+    """(height, width) of JPEG bytes, decoded eagerly exactly as `decode_example` does.
+
+    Raises:
+      ValueError: the bytes are not a JPEG (`schema.JPEG_SOI`, the test of
+        `tf.io.is_jpeg`: TensorFlow's decode_jpeg would also decode PNG, GIF and WebP
+        bytes, which the format does not allow), or TensorFlow cannot decode them
+        (truncated, corrupt, an unsupported JPEG process).
+    """
+    if not bytes(data[:3]) == schema.JPEG_SOI:
+        raise ValueError("not a JPEG (no JPEG start-of-image marker FF D8 FF)")
+    try:
+        image = decode_jpeg(tf.constant(data, tf.string))
+    except tf.errors.OpError as e:
+        # "{{function_node __wrapped__DecodeJpeg...}} jpeg::Uncompress failed. ...
+        # [Op:DecodeJpeg]": the message without TensorFlow's frame.
+        message = re.sub(r"^\{\{[^}]*\}\}\s*|\s*\[Op:\w+\]\s*$", "", e.message.strip())
+        raise ValueError(f"TensorFlow cannot decode it (tf.io.decode_jpeg, as the "
+                         f"training pipeline reads it: {message})") from None
+    return int(image.shape[0]), int(image.shape[1])
+
+
 def decode_example(serialized) -> dict:
     """Parses and decodes one serialized example; see the module docstring for the dict.
 
     Args:
       serialized: string scalar, a serialized `tf.train.Example`.
 
-    Raises (when the op runs): InvalidArgumentError naming the missing feature keys, or
-    saying which decoded map does not have the image's size.
+    Raises (when the op runs): InvalidArgumentError naming the missing feature keys; or,
+    naming the record's id (read back by `bad_record_in`), for image bytes that are not
+    a JPEG, a decoded map that does not have the image's size, or a part id outside the
+    vocabulary. (Bytes that start like a JPEG but do not decode fail in
+    tf.io.decode_jpeg, without the id: `streams.locate_record` finds such a record.)
     """
     serialized = tf.convert_to_tensor(serialized, tf.string)
     with tf.control_dependencies([_assert_has_keys(serialized)]):
         parsed = tf.io.parse_single_example(serialized, _FEATURES)
 
-    # INTEGER_ACCURATE: the same IDCT as libjpeg's default (PIL), not the fast one.
-    image = tf.io.decode_jpeg(parsed[schema.KEY_IMAGE], channels=3,
-                              dct_method="INTEGER_ACCURATE")
+    image_id = parsed[schema.KEY_ID]
+    # PNG, GIF and WebP bytes would decode too (tf.io.decode_jpeg takes them): the
+    # format, and the converter, take JPEG only.
+    jpeg_ok = _record_check(tf.io.is_jpeg(parsed[schema.KEY_IMAGE]), image_id,
+                            "image/encoded is not a JPEG (no start-of-image marker "
+                            "FF D8 FF)")
+    with tf.control_dependencies([jpeg_ok]):
+        image = decode_jpeg(parsed[schema.KEY_IMAGE])
     person_mask = tf.io.decode_png(parsed[schema.KEY_PERSON_MASK], channels=1)[..., 0]
     parts_fine = tf.io.decode_png(parsed[schema.KEY_PARTS_FINE], channels=1)[..., 0]
     height = tf.cast(parsed[schema.KEY_HEIGHT], tf.int32)
     width = tf.cast(parsed[schema.KEY_WIDTH], tf.int32)
-    image_id = parsed[schema.KEY_ID]
 
     size = tf.stack([height, width])
     checks = [
-        tf.debugging.Assert(
-            tf.reduce_all(tf.equal(tf.shape(x)[:2], size)),
-            ["example", image_id, f": {name} has size", tf.shape(x)[:2],
-             "but image/height, image/width say", size])
+        _record_check(tf.reduce_all(tf.equal(tf.shape(x)[:2], size)), image_id,
+                      f"{name} has size ", _as_text(tf.shape(x)[:2]),
+                      " but image/height, image/width say ", _as_text(size))
         for name, x in (("image", image), ("person/mask", person_mask),
                         ("parts/fine", parts_fine))
     ]
+    # Part ids index the merge table: a value outside the vocabulary (255 from another
+    # tool, an edited map) must stop here, named, not in a gather deep in the pipeline.
+    top = tf.reduce_max(tf.cast(parts_fine, tf.int32))  # an empty map: int32 min, passes
+    checks.append(_record_check(
+        top < schema.NUM_FINE, image_id, "parts/fine holds the part id ", _as_text(top),
+        f", outside the part vocabulary 0..{schema.NUM_FINE - 1} (pipelines/schema.py "
+        "PART_NAMES)"))
     boxes = tf.reshape(tf.sparse.to_dense(parsed[schema.KEY_BOXES]), [-1, 4])
     with tf.control_dependencies(checks):
         return {

@@ -5,7 +5,8 @@ takes its keys and vocabulary from here, so the two cannot drift apart.
 
 Feature keys of a `tf.train.Example` (DESIGN.md §1):
 
-  image/encoded   bytes    the original JPEG bytes
+  image/encoded   bytes    the JPEG bytes of the upright image (the original file, or
+                           re-encoded upright when its EXIF orientation says so)
   image/id        bytes    image id, e.g. b"2008_000652"
   image/height    int64
   image/width     int64
@@ -35,6 +36,12 @@ FEATURE_KEYS = (KEY_IMAGE, KEY_ID, KEY_HEIGHT, KEY_WIDTH, KEY_BOXES, KEY_PERSON_
 
 # Bumped when the example layout changes; written into every manifest.
 SCHEMA_VERSION = 1
+
+# `image/encoded` holds a JPEG: bytes that start with the JPEG start-of-image marker
+# and a marker byte (the test of `tf.io.is_jpeg`), whatever name an image library gives
+# the file (Pillow calls a camera's multi-picture JPEG "MPO"). The converter and the
+# decoder (pipelines/decode.py) both test this.
+JPEG_SOI = b"\xff\xd8\xff"
 
 # === Part vocabulary (fine parts of a Pascal-Part person) ===
 # Index i in the `parts/fine` PNG means PART_NAMES[i - 1]; 0 means no part.

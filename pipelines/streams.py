@@ -32,6 +32,11 @@ is not used: it mixes the global seed (or a default when none is set) into its s
 (`tf.data` `random_seed.get_seed`), so its order changed with the global state;
 `_shuffle` runs the same shuffle kernel with explicit seeds.
 
+Position. Since element i depends on (seed, i) alone, a stream can start at any
+element (`start`, `start_batch`): a resumed run reads exactly the elements the run
+would have read had it never stopped, skipping whole epochs by number and the rest of
+the current epoch as serialized records, without decoding them.
+
 Decoding cost. Records are shuffled serialized (a JPEG is ~10x smaller than its pixels)
 and decoded in the parallel map. With `cache=True` the labeled stream decodes its few
 images once and caches the decoded, unaugmented examples in memory (then shuffles
@@ -48,14 +53,13 @@ explicit list.
 from __future__ import annotations
 
 import collections
-import json
 import os
 import re
 
 import numpy as np
 import tensorflow as tf
 
-from pipelines import augment, decode, merge, schema
+from pipelines import augment, decode, merge, schema, textfiles
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -122,11 +126,10 @@ def _load_manifest(path: str):
     """The JSON content of a manifest, None when there is none."""
     if not tf.io.gfile.exists(path):
         return None
-    with tf.io.gfile.GFile(path, "r") as f:
-        try:
-            return json.load(f)
-        except ValueError as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from None
+    try:
+        return textfiles.read_json(path)
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read it ({e})") from None
 
 
 def _ids_per_shard(content) -> dict | None:
@@ -248,6 +251,86 @@ def select_labeled_ids(all_ids, *, num_labeled, seed, labeled_ids=None) -> list:
     return sorted(pool[i] for i in order[:num_labeled])
 
 
+# === A record the pipeline cannot read, found after the fact ===
+
+def _from_the_data(error) -> bool:
+    """Whether `error` was raised while reading or decoding records (tf.data)."""
+    text = str(getattr(error, "message", error))
+    return (decode.bad_record_in(error) is not None or "IteratorGetNext" in text
+            or "Iterator::" in text or isinstance(error, tf.errors.DataLossError))
+
+
+def _record_id(serialized) -> str:
+    try:
+        spec = {schema.KEY_ID: tf.io.FixedLenFeature([], tf.string)}
+        return tf.io.parse_single_example(serialized, spec)[schema.KEY_ID].numpy().decode(
+            "utf-8", "replace")
+    except (tf.errors.OpError, UnicodeError):
+        return "?"
+
+
+def _where(flag, pattern, path, index, image_id) -> str:
+    return (f"--{flag}={pattern}: record {index} of {path} (image id {image_id!r})")
+
+
+def _scan_for_bad_record(patterns):
+    """(flag, pattern, path, index, image id, problem) of the first record of the files
+    that does not read or decode; None when every record does."""
+    decode_fn = tf.function(decode.decode_example)
+    for flag, pattern in patterns.items():
+        for path in list_files(pattern):
+            index = -1
+            try:
+                for index, serialized in enumerate(tf.data.TFRecordDataset(path)):
+                    try:
+                        decode_fn(serialized)
+                    except tf.errors.InvalidArgumentError as e:
+                        found = decode.bad_record_in(e)
+                        problem = found[1] if found else e.message.split("\n")[0]
+                        return flag, pattern, path, index, _record_id(serialized), problem
+            except tf.errors.OpError as e:  # DataLossError: a truncated or corrupt file
+                return (flag, pattern, path, index + 1, "?",
+                        f"the file is truncated or corrupt there ({e.message.strip()})")
+    return None
+
+
+def locate_bad_record(error, patterns) -> str | None:
+    """A message naming the record (file, position, image id) behind a data error.
+
+    Args:
+      error: an exception raised while the pipeline read its records (a record check of
+        `decode.decode_example`, a JPEG TensorFlow cannot decode, a corrupt file).
+      patterns: {flag name: file pattern} of what the run reads, e.g.
+        {"train_data": ..., "val_data": ...}; None patterns are skipped.
+
+    Returns:
+      "--FLAG=PATTERN: record N of FILE (image id 'ID'): PROBLEM; ...", or None when
+      `error` does not come from the data (or no record of the files is at fault).
+
+    A checked record carries its id in the error, and only its file is searched (ids
+    only); otherwise the files are read again record by record until one fails.
+    """
+    patterns = {flag: p for flag, p in patterns.items() if p}
+    if not _from_the_data(error):
+        return None
+    advice = ("; remove or repair that record (validation reads only the first record "
+              "of each file)")
+    found = decode.bad_record_in(error)
+    if found is not None:
+        image_id, problem = found
+        for flag, pattern in patterns.items():
+            for path in list_files(pattern):
+                ids = _scan_ids([path])
+                if image_id in ids:
+                    return (_where(flag, pattern, path, ids.index(image_id), image_id)
+                            + f": {problem}{advice}")
+    scanned = _scan_for_bad_record(patterns)
+    if scanned is None:
+        return None
+    flag, pattern, path, index, image_id, problem = scanned
+    return _where(flag, pattern, path, index, image_id) + f": {problem}{advice}"
+
+
 # === Building blocks ===
 
 def _check_positive_int(name, value):
@@ -315,25 +398,39 @@ def _shuffle(ds: tf.data.Dataset, buffer_size, seed) -> tf.data.Dataset:
     return tf.data.experimental.from_variant(variant, ds.element_spec)
 
 
-def _epochs(probe: tf.data.Dataset) -> tf.data.Dataset:
-    """int64 epoch numbers 0, 1, 2, ... when `probe` has an element, none when it is empty.
+def _epochs(probe: tf.data.Dataset, first_epoch: int = 0) -> tf.data.Dataset:
+    """int64 epoch numbers first_epoch, first_epoch + 1, ... when `probe` has an
+    element, none when it is empty.
 
     `epochs.flat_map(one_epoch)` is the repeat of the streams. Over a bare range it would
     search forever when every epoch is empty; the probe ends the stream then, as
     `Dataset.repeat` does. The probe is read once, up to its first element.
     """
     first = probe.take(1).map(lambda *_: tf.constant(0, tf.int64)).cache()
-    return first.repeat().enumerate().map(lambda epoch, _: epoch)
+    return first.repeat().enumerate(start=first_epoch).map(lambda epoch, _: epoch)
 
 
-def _repeated(probe: tf.data.Dataset, one_epoch) -> tf.data.Dataset:
-    """The epochs `one_epoch(0)`, `one_epoch(1)`, ... in a row, forever.
+def _repeated(probe: tf.data.Dataset, one_epoch, *, start: int = 0,
+              epoch_size: int = 0) -> tf.data.Dataset:
+    """The epochs `one_epoch(0)`, `one_epoch(1)`, ... in a row, forever, from element
+    `start` on.
 
     Infinite cardinality, as `Dataset.repeat()` gives; a stream with no element (the
-    probe is empty) fails when read instead of ending silently.
+    probe is empty) fails when read instead of ending silently. With `start` > 0 (a
+    resumed run) the stream is the one that began at 0, less its first `start`
+    elements: whole epochs are skipped by number (each epoch's order depends on its
+    number alone), then the first start % epoch_size records of the next, still
+    serialized (nothing decoded). `epoch_size` is the number of records in an epoch.
     """
-    ds = _epochs(probe).flat_map(one_epoch)
+    first_epoch, skip = divmod(start, epoch_size) if start else (0, 0)
+    ds = _epochs(probe, first_epoch).flat_map(one_epoch).skip(skip)
     return ds.apply(tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY))
+
+
+def _check_start(start):
+    if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or start < 0:
+        raise ValueError(f"start must be an int >= 0, got {start!r}")
+    return int(start)
 
 
 def _element_seeds(index, seed: int, stream: int):
@@ -358,7 +455,8 @@ def _decoded(x):
 
 def labeled_dataset(file_pattern, *, ids, scheme, batch_size, crop_size, min_scale=0.5,
                     max_scale=1.5, flip=True, human_region_mode="boxes", seed=0,
-                    shuffle_buffer=None, cache=False, check_ids=True) -> tf.data.Dataset:
+                    shuffle_buffer=None, cache=False, check_ids=True,
+                    start=0) -> tf.data.Dataset:
     """The labeled training stream: the records whose id is in `ids`, repeated.
 
     Args:
@@ -375,7 +473,11 @@ def labeled_dataset(file_pattern, *, ids, scheme, batch_size, crop_size, min_sca
       cache: cache the decoded, unaugmented examples in memory (small sets).
       check_ids: check eagerly that every id is in the files (a missing id would
         otherwise shrink the stream silently).
+      start: elements (images) of the stream already consumed: the stream that began
+        at 0, from element `start` on (a resumed run's position). Same elements, same
+        augmentation.
     """
+    start = _check_start(start)
     scheme = merge.as_scheme(scheme)
     _check_augment_args(batch_size_name="batch_size", batch_size=batch_size,
                         crop_size=crop_size, min_scale=min_scale, max_scale=max_scale,
@@ -384,12 +486,15 @@ def labeled_dataset(file_pattern, *, ids, scheme, batch_size, crop_size, min_sca
     if not ids:
         raise ValueError("labeled_dataset: ids is empty")
     files = list_files(file_pattern)
-    if check_ids:
-        present = set(read_ids(file_pattern))
+    if check_ids or start:
+        all_ids = read_ids(file_pattern)
+        present = set(all_ids)
         absent = [i for i in ids if i not in present]
         if absent:
             raise ValueError(f"{len(absent)} labeled ids are not in {file_pattern!r}: "
                              f"{absent[:10]}")
+        wanted = set(ids)
+        epoch_size = sum(1 for i in all_ids if i in wanted)  # records the filter passes
 
     # A static hash table of the labeled ids; a record passes when its id is in it.
     table = tf.lookup.StaticHashTable(
@@ -426,8 +531,10 @@ def labeled_dataset(file_pattern, *, ids, scheme, batch_size, crop_size, min_sca
     # Fixed order: shuffle (each epoch by its own seed) -> repeat (`_repeated`) ->
     # map (decode when not cached, targets, augment) -> batch (drop_remainder: static
     # batch size for training) -> prefetch.
-    ds = _repeated(records, one_epoch)
-    ds = ds.enumerate()  # element index across epochs -> its augmentation seeds
+    ds = _repeated(records, one_epoch, start=start,
+                   epoch_size=epoch_size if start else 0)
+    # element index across epochs -> its augmentation seeds
+    ds = ds.enumerate(start=start)
     ds = ds.map(element, num_parallel_calls=AUTOTUNE)
     ds = ds.batch(batch_size, drop_remainder=True)
     return ds.prefetch(AUTOTUNE)
@@ -436,7 +543,7 @@ def labeled_dataset(file_pattern, *, ids, scheme, batch_size, crop_size, min_sca
 def unlabeled_dataset(file_pattern, *, batch_size, crop_size, min_scale=0.5, max_scale=1.5,
                       flip=True, human_region_mode="boxes", seed=0,
                       shuffle_buffer=UNLABELED_SHUFFLE_BUFFER, diagnostics=False,
-                      image_labels=False, scheme=None) -> tf.data.Dataset:
+                      image_labels=False, scheme=None, start=0) -> tf.data.Dataset:
     """The unlabeled training stream over ALL training images, without part labels.
 
     The fine part map and the instance mask leave the element right after the human
@@ -457,7 +564,9 @@ def unlabeled_dataset(file_pattern, *, batch_size, crop_size, min_scale=0.5, max
       image_labels: carry the image-level labels under "image_labels".
       scheme: merge scheme of the diagnostic and image-level labels (required with
         either).
+      start: elements (images) already consumed, as in `labeled_dataset`.
     """
+    start = _check_start(start)
     _check_augment_args(batch_size_name="batch_size", batch_size=batch_size,
                         crop_size=crop_size, min_scale=min_scale, max_scale=max_scale,
                         human_region_mode=human_region_mode)
@@ -503,8 +612,9 @@ def unlabeled_dataset(file_pattern, *, batch_size, crop_size, min_scale=0.5, max
     # Fixed order: shuffle (file order and records, each epoch by its own seeds) ->
     # repeat (`_repeated`) -> map (decode, region, augment) -> batch
     # (drop_remainder: static batch size for training) -> prefetch.
-    ds = _repeated(tf.data.TFRecordDataset(files), one_epoch)
-    ds = ds.enumerate()  # element index across epochs -> its augmentation seeds
+    ds = _repeated(tf.data.TFRecordDataset(files), one_epoch, start=start,
+                   epoch_size=len(read_ids(file_pattern)) if start else 0)
+    ds = ds.enumerate(start=start)  # element index across epochs -> augmentation seeds
     ds = ds.map(element, num_parallel_calls=AUTOTUNE)
     ds = ds.batch(batch_size, drop_remainder=True)
     return ds.prefetch(AUTOTUNE)
@@ -514,7 +624,7 @@ def train_dataset(file_pattern, *, method, scheme, labeled_ids, batch_labeled,
                   batch_unlabeled, crop_size, min_scale=0.5, max_scale=1.5, flip=True,
                   human_region_mode="boxes", diagnostics=False, image_labels=False,
                   seed=0, shuffle_buffer=UNLABELED_SHUFFLE_BUFFER, cache_labeled=False,
-                  check_ids=True) -> tf.data.Dataset:
+                  check_ids=True, start_batch=0) -> tf.data.Dataset:
     """{"labeled": ..., "unlabeled": ...} per step ({"labeled": ...} for 'supervised').
 
     The two streams are zipped (keras-io semisupervised_simclr); `train_step` unpacks
@@ -536,6 +646,8 @@ def train_dataset(file_pattern, *, method, scheme, labeled_ids, batch_labeled,
         shuffles all its records).
       cache_labeled: cache the decoded labeled examples (see the module docstring).
       check_ids: check eagerly that every labeled id is in the files.
+      start_batch: batches already consumed (a resumed run's data position): both
+        streams continue exactly where the stream that began at 0 would be.
     """
     if not isinstance(method, str) or not method:
         raise ValueError(f"method must be a non-empty string, got {method!r}")
@@ -544,14 +656,17 @@ def train_dataset(file_pattern, *, method, scheme, labeled_ids, batch_labeled,
         _check_positive_int("batch_unlabeled", batch_unlabeled)
     common = dict(crop_size=crop_size, min_scale=min_scale, max_scale=max_scale, flip=flip,
                   human_region_mode=human_region_mode, seed=seed)
+    start_batch = _check_start(start_batch)
     labeled = labeled_dataset(file_pattern, ids=labeled_ids, scheme=scheme,
                               batch_size=batch_labeled, cache=cache_labeled,
-                              check_ids=check_ids, **common)
+                              check_ids=check_ids, start=start_batch * batch_labeled,
+                              **common)
     if method in SUPERVISED_METHODS:
         return tf.data.Dataset.zip({"labeled": labeled})
     unlabeled = unlabeled_dataset(file_pattern, batch_size=batch_unlabeled,
                                   shuffle_buffer=shuffle_buffer, diagnostics=diagnostics,
-                                  image_labels=image_labels, scheme=scheme, **common)
+                                  image_labels=image_labels, scheme=scheme,
+                                  start=start_batch * batch_unlabeled, **common)
     return tf.data.Dataset.zip({"labeled": labeled, "unlabeled": unlabeled})
 
 

@@ -43,3 +43,45 @@ def make_synthetic_tfrecords(root, *, num_images, image_size, seed, num_shards=1
             progress=False)
     return {"train": str(root / "tfr" / "train-*"), "val": str(root / "tfr" / "val-*"),
             "dir": root / "tfr"}
+
+
+class Killed(Exception):
+    """Raised by `train_until` where a SIGKILL would stop train.py."""
+
+
+def train_until(config, intervals):
+    """Runs `train_lib.run_training(config)` and 'kills' it right after the backup of
+    interval `intervals` is committed (the state a SIGKILL at that moment leaves)."""
+    from coseg_tf import train_lib
+
+    backup = train_lib.Backup  # coseg_tf.run_dir.Backup
+    original = backup.on_epoch_end
+
+    def commit_then_die(self, epoch, logs=None):
+        original(self, epoch, logs)
+        if epoch + 1 >= intervals:
+            raise Killed()
+
+    backup.on_epoch_end = commit_then_die
+    try:
+        train_lib.run_training(config)
+    except Killed:
+        pass
+    finally:
+        backup.on_epoch_end = original
+
+
+def copy_run(run, tmp_path):
+    """A copy of the run directory `run` at tmp_path/run (to break or restart it)."""
+    import shutil
+
+    dest = pathlib.Path(tmp_path) / "run"
+    shutil.copytree(run, dest)
+    return dest
+
+
+def snapshot(directory):
+    """{relative path: bytes} of every file under `directory`: what a step wrote."""
+    directory = pathlib.Path(directory)
+    return {str(p.relative_to(directory)): p.read_bytes()
+            for p in sorted(directory.rglob("*")) if p.is_file()}

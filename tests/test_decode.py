@@ -115,8 +115,66 @@ def test_map_of_wrong_size_is_refused():
     serialized = _example_without(ph.serialize(arrays), replace={
         schema.KEY_PARTS_FINE: feature_pb2.Feature(
             bytes_list=feature_pb2.BytesList(value=[wrong]))})
-    with pytest.raises(tf.errors.InvalidArgumentError, match="parts/fine has size"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="parts/fine has size") as err:
         decode.decode_example(serialized)
+    assert decode.bad_record_in(err.value) == (
+        "bad", "parts/fine has size 8x9 but image/height, image/width say 8x10")
+
+
+# === Record content the pipeline cannot use (issue 15 case 6) ===
+
+def _with_parts(arrays, value, where=(1, 2)):
+    arrays = dict(arrays, parts_fine=arrays["parts_fine"].copy())
+    arrays["parts_fine"][where] = value
+    return arrays
+
+
+@pytest.mark.parametrize("value", [25, 200, 255])
+@pytest.mark.parametrize("mode", ["eager", "tf.data"])
+def test_part_id_outside_the_vocabulary_is_refused_naming_the_record(value, mode):
+    serialized = ph.serialize(_with_parts(ph.synthetic_arrays("2008_x'é"), value))
+    with pytest.raises(tf.errors.InvalidArgumentError) as err:
+        if mode == "eager":
+            decode.decode_example(serialized)
+        else:
+            list(tf.data.Dataset.from_tensors(serialized).map(decode.decode_example))
+    assert decode.bad_record_in(err.value) == (
+        "2008_x'é", f"parts/fine holds the part id {value}, outside the part vocabulary "
+                    f"0..24 (pipelines/schema.py PART_NAMES)")
+
+
+def test_every_id_of_the_vocabulary_passes():
+    arrays = ph.synthetic_arrays("ok")
+    arrays["parts_fine"][:] = np.arange(arrays["parts_fine"].size).reshape(
+        arrays["parts_fine"].shape) % schema.NUM_FINE
+    example = decode.decode_example(ph.serialize(arrays))
+    assert int(tf.reduce_max(example["parts_fine"])) == schema.NUM_FINE - 1
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "GIF"])
+def test_image_bytes_that_are_not_a_jpeg_are_refused(fmt):
+    """tf.io.decode_jpeg would decode them; the format (and the converter) take JPEG."""
+    import io
+
+    from PIL import Image
+
+    arrays = ph.synthetic_arrays("png_inside")
+    buf = io.BytesIO()
+    Image.fromarray(arrays["image"]).save(buf, format=fmt)
+    serialized = _example_without(ph.serialize(arrays), replace={
+        schema.KEY_IMAGE: feature_pb2.Feature(
+            bytes_list=feature_pb2.BytesList(value=[buf.getvalue()]))})
+    with pytest.raises(tf.errors.InvalidArgumentError) as err:
+        decode.decode_example(serialized)
+    assert decode.bad_record_in(err.value) == (
+        "png_inside", "image/encoded is not a JPEG (no start-of-image marker FF D8 FF)")
+
+
+def test_bad_record_in_ignores_other_errors():
+    assert decode.bad_record_in(ValueError("x")) is None
+    with pytest.raises(tf.errors.InvalidArgumentError) as err:
+        tf.debugging.Assert(False, ["something else"])
+    assert decode.bad_record_in(err.value) is None
 
 
 # === check_schema ===

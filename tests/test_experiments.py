@@ -151,3 +151,28 @@ def test_sweep_table1_one_model_per_part(tmp_path, recipe):
     for parts in ("head", "hand"):
         config = json.loads((runs / parts / "coseg_nf2_seed0" / "config.json").read_text())
         assert config["parts"] == parts
+
+
+def test_sweep_reads_an_undefined_mining_precision_as_undefined(tmp_path):
+    """Issue 15 case 9: an interval with nothing mined is 'nan' in history.csv; the
+    sweep's summary holds None there (null in sweep.json), never 0 and never NaN."""
+    from tools import sweep
+
+    for seed, value in ((0, "nan"), (1, "0.25")):
+        run = tmp_path / f"coseg_nf2_seed{seed}"
+        run.mkdir()
+        (run / "history.csv").write_text(
+            "epoch,loss,mining_chance,mining_precision,mining_precision/head\n"
+            f"0,1.0,0.1,0.5,0.5\n1,0.9,{value},{value},nan\n")
+    first = sweep.mining_summary(sweep.read_history(str(tmp_path / "coseg_nf2_seed0")))
+    assert first == {"mining_chance": None, "mining_precision": None,
+                     "mining_precision/head": None}
+    second = sweep.mining_summary(sweep.read_history(str(tmp_path / "coseg_nf2_seed1")))
+    assert second["mining_precision"] == 0.25 and second["mining_precision/head"] is None
+    results = {f"coseg_nf2_seed{s}": {"eval": {"last": {"iou": {}, "part_mean_iou": 0.1}},
+                                      "mining": m} for s, m in ((0, first), (1, second))}
+    runs = [(name, "coseg", 2, s, {}) for s, name in enumerate(results)]
+    (row,) = sweep.aggregate(results, runs, ["background", "head"], ["head"])
+    assert row["mining"]["mining_precision"] == (0.25, 0.0)  # seed 0 left out, not 0
+    assert row["mining"]["mining_precision/head"] == (None, None)
+    json.dumps({"runs": results, "rows": [row]}, allow_nan=False)  # valid JSON

@@ -373,6 +373,38 @@ def test_bad_inputs_are_refused_with_clear_errors(exported):
         1, 16, 16)
 
 
+@pytest.mark.parametrize("signature", ["serving_default", "serve_mask"])
+@pytest.mark.parametrize("height,width", [(0, 0), (0, 7), (7, 0)])
+def test_an_empty_image_is_refused_by_the_signature_check(exported, signature, height,
+                                                          width):
+    """Issue 15 case 8: an image of no pixels fails at the signature's own input check
+    (without it: an empty map, or with oneDNN "input depth must be evenly divisible"
+    deep inside the network)."""
+    _, loaded, _ = exported
+    kwargs = {"image": tf.zeros([1, height, width, 3], tf.uint8)}
+    if signature == "serving_default":
+        kwargs["human_boxes"] = tf.constant([[[0.0, 0.0, 1.0, 1.0]]])
+    else:
+        kwargs["human_mask"] = tf.ones([1, height, width], tf.uint8)
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=rf"{signature}: `image` must be at least 1 x 1 pixels "
+                             rf"\(height and width >= 1\); got shape\] \[1 {height} {width} 3\]"):
+        loaded.signatures[signature](**kwargs)
+
+
+@pytest.mark.parametrize("height,width", [(1, 1), (1, 6), (6, 1), (2, 3)])
+def test_the_smallest_images_the_check_passes_work(exported, height, width):
+    """Whatever the input check lets through, the network answers (finite, one class
+    per pixel): the check and the network agree on the smallest images."""
+    _, loaded, _ = exported
+    out = loaded.signatures["serving_default"](
+        image=tf.fill([1, height, width, 3], tf.constant(128, tf.uint8)),
+        human_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]))
+    assert out["labels"].shape == (1, height, width)
+    probs = out["probabilities"].numpy()
+    assert probs.shape == (1, height, width, NUM_CLASSES) and np.isfinite(probs).all()
+
+
 def test_the_in_memory_module_refuses_wrong_dtypes_at_the_call():
     server = export_lib.SegmentationServer(_fast_network(), os.devnull)
     with pytest.raises((TypeError, ValueError)):
@@ -434,6 +466,42 @@ def test_a_half_written_export_never_looks_like_a_version(tmp_path, monkeypatch)
     assert name.startswith(".") and not name.isdigit() and name in seen["listing"]
     assert export_lib.existing_versions(export_dir) == [1]
     assert _listing(export_dir) == ["1"]  # and it is cleaned up after the failure
+
+
+# === The printed commands ===
+
+@pytest.mark.parametrize("name", ["my exports", "it's $HOME; `x`", "tab\there"])
+def test_printed_commands_keep_an_export_path_as_one_argument(tmp_path, name):
+    """Issue 15 case 7: the commands export.py prints split (as a POSIX shell splits
+    them) into the intended arguments, whatever the export path holds."""
+    import shlex
+
+    path = str(tmp_path / name / "models" / "3")
+    base = os.path.dirname(path)
+    model = export_lib._model_name(base)
+    show, server, docker, curl = export_lib.serving_commands(path)
+    assert shlex.split(show)[1:] == ["show", "--dir", path, "--all"]
+    assert shlex.split(server) == ["tensorflow_model_server", "--rest_api_port=8501",
+                                   f"--model_name={model}", f"--model_base_path={base}"]
+    assert shlex.split(docker) == ["docker", "run", "--rm", "-p", "8501:8501", "-v",
+                                   f"{base}:/models/{model}", "-e", f"MODEL_NAME={model}",
+                                   "tensorflow/serving"]
+    request = json.loads(shlex.split(curl)[-1].replace("...", "0").replace(
+        "R, G, B", "0, 0, 0").replace("ymin, xmin, ymax, xmax", "0, 0, 1, 1"))
+    assert request["signature_name"] == "serving_default"
+    described = export_lib.describe_export(export_lib.ExportResult(path, 3, 10))
+    for command in (show, server, docker, curl):
+        assert command in described
+
+
+def test_the_printed_inspect_command_runs_on_a_path_with_spaces(tmp_path):
+    export_dir = tmp_path / "my exports" / "it's"
+    path = export_lib.export_saved_model(_fast_network(), INFO, str(export_dir))
+    show = export_lib.serving_commands(path)[0]
+    result = subprocess.run(["bash", "-c", show], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "signature_def['serving_default']" in result.stdout
 
 
 # === The command line ===

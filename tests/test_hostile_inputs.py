@@ -266,17 +266,22 @@ def test_id_in_the_split_list_without_files(pascal_part_dir, tmp_path):
 
 # === A very large image ===
 
-def _large_example(directory, size=8000):
-    """An 8000 x 8000 image with one person (head + torso parts), .mat included."""
+def _large_example(directory, size=8000, name="big_000001"):
+    """An 8000 x 8000 image with one person (head + torso parts), .mat included.
+
+    Coordinates scale with `size` (a small copy converts in a moment)."""
+    def c(v):  # a coordinate of the 8000 x 8000 layout, at this size
+        return v * size // 8000
+
     image = Image.new("RGB", (size, size), (90, 110, 130))
-    image.paste((220, 180, 150), (3000, 1000, 5000, 7500))
-    image.save(directory / "big_000001.jpg", format="JPEG", quality=80)
+    image.paste((220, 180, 150), (c(3000), c(1000), c(5000), c(7500)))
+    image.save(directory / f"{name}.jpg", format="JPEG", quality=80)
     person = np.zeros((size, size), np.uint8)
-    person[1000:7500, 3000:5000] = 1
+    person[c(1000):c(7500), c(3000):c(5000)] = 1
     head = np.zeros_like(person)
-    head[1000:2000, 3500:4500] = 1
+    head[c(1000):c(2000), c(3500):c(4500)] = 1
     torso = np.zeros_like(person)
-    torso[2000:5000, 3000:5000] = 1
+    torso[c(2000):c(5000), c(3000):c(5000)] = 1
     parts = np.zeros((1, 2), dtype=[("part_name", "O"), ("mask", "O")])
     parts[0, 0] = (np.array(["head"]), head)
     parts[0, 1] = (np.array(["torso"]), torso)
@@ -284,18 +289,20 @@ def _large_example(directory, size=8000):
                                       ("parts", "O")])
     objects[0, 0] = (np.array(["person"]), np.array([[15]]), person, parts)
     anno = np.zeros((1, 1), dtype=[("imname", "O"), ("objects", "O")])
-    anno[0, 0] = (np.array(["big_000001"]), objects)
-    scipy.io.savemat(directory / "big_000001.mat", {"anno": anno}, do_compression=True)
+    anno[0, 0] = (np.array([name]), objects)
+    scipy.io.savemat(directory / f"{name}.mat", {"anno": anno}, do_compression=True)
 
 
 def test_large_image_is_skipped_by_default_without_reading_it(tmp_path):
     directory = tmp_path / "in"
     directory.mkdir()
     _large_example(directory)
+    _large_example(directory, size=80, name="small_000001")  # a split is never empty
     start = time.perf_counter()
     manifest = convert(pascal_part_dir=str(directory), images_dir=str(directory),
                        output_dir=str(tmp_path / "out"), progress=False)
     elapsed = time.perf_counter() - start
+    assert [e["id"] for e in manifest["examples"]] == ["small_000001"]
     (skipped,) = manifest["skipped"]
     assert skipped["kind"] == "bad input"
     assert skipped["reason"] == (

@@ -78,7 +78,8 @@ def test_written_and_skipped_ids(pascal_part_dir, tmp_path):
         "ids": len(all_ids), "written": len(PERSON_IDS),
         "persons": sum(e["persons"] for e in manifest["examples"]),
         "skipped": len(all_ids) - len(PERSON_IDS),
-        "skipped_no_person": len(all_ids) - len(PERSON_IDS), "skipped_bad_input": 0}
+        "skipped_no_person": len(all_ids) - len(PERSON_IDS), "skipped_bad_input": 0,
+        "turned_upright": 0}  # no fixture carries an EXIF orientation
     # The file on disk is what convert returned.
     assert json.loads((tmp_path / "out" / "train.manifest.json").read_text()) == manifest
 
@@ -475,3 +476,239 @@ def test_cli_fail_on_bad_input(pascal_part_dir, tmp_path):
     assert res.returncode == 1
     assert named in res.stderr and problem in res.stderr
     assert not out.exists() or file_names(out) == []
+
+
+# === Shard count against example count (issue 15 case 2) ===
+
+@pytest.mark.parametrize("num_ids, num_shards", [(3, 4), (1, 5), (2, 2), (4, 3), (8, 16)])
+def test_every_shard_holds_a_record_and_the_readers_take_the_set(
+        pascal_part_dir, tmp_path, num_ids, num_shards):
+    """What the converter writes, the project's own readers accept: no shard is empty,
+    whatever --num_shards against the number of examples."""
+    from coseg_tf import train_lib
+    from pipelines import decode, streams
+
+    ids = list(PERSON_IDS[:num_ids])
+    out = tmp_path / "out"
+    manifest = run(pascal_part_dir, out, split_list=str(_split_list(tmp_path, ids)),
+                   num_shards=num_shards)
+    used = min(num_ids, num_shards)
+    assert file_names(out) == [make_tfrecords.shard_name("train", i, used)
+                               for i in range(used)] + ["train.manifest.json"]
+    assert manifest["num_shards"] == used and manifest["requested_num_shards"] == num_shards
+    assert [s["examples"] for s in manifest["shards"]] == [
+        len(ids[i::used]) for i in range(used)]
+    pattern = str(out / "train-*")
+    for path in streams.list_files(pattern):
+        decode.check_schema(path)  # raises "the file holds no record" for an empty one
+    parsed, _, _ = read_split(out)
+    assert sorted(parsed) == sorted(ids)
+    assert streams.read_ids(pattern) == [e["id"] for e in manifest["examples"]]
+    # train.py's and eval.py's validation of the set (--train_data, --val_data).
+    config = train_lib.TrainConfig(train_data=pattern, val_data=pattern,
+                                   model_dir=str(tmp_path / "run"), init="random",
+                                   num_labeled=1)
+    train_lib.validate(config)
+    # The same examples as a run with --num_shards equal to the examples: byte for byte.
+    if num_shards > num_ids:
+        again = tmp_path / "again"
+        run(pascal_part_dir, again, split_list=str(_split_list(tmp_path, ids)),
+            num_shards=used)
+        for name in file_names(again):
+            if name.endswith(".tfrecord"):
+                assert (again / name).read_bytes() == (out / name).read_bytes(), name
+
+
+def test_a_split_without_any_example_is_an_error_and_writes_nothing(pascal_part_dir,
+                                                                    tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "val-00000-of-00001.tfrecord").write_bytes(b"another split")
+    no_person = ["2010_000145", "2008_001978"]
+    with pytest.raises(BadInputError, match=r"no example to write: all 2 ids were skipped "
+                                            r"\(no person: 2, bad input: 0\)"):
+        run(pascal_part_dir, out, split_list=str(_split_list(tmp_path, no_person)),
+            num_shards=3)
+    assert file_names(out) == ["val-00000-of-00001.tfrecord"]
+
+
+# === Image orientation and format (issue 15 case 1) ===
+# Annotations refer to the upright image a viewer shows. Expected values are built
+# here with NumPy from the EXIF specification, never from the converter.
+
+# What a viewer does with the stored pixels for each EXIF Orientation value.
+DISPLAY = {
+    1: lambda a: a,
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: np.rot90(a, -1),  # clockwise
+    7: lambda a: a[::-1, ::-1].swapaxes(0, 1),
+    8: lambda a: np.rot90(a, 1),  # counter-clockwise
+}
+# The stored pixels that display as a given upright image.
+STORE = {1: DISPLAY[1], 2: DISPLAY[2], 3: DISPLAY[3], 4: DISPLAY[4], 5: DISPLAY[5],
+         6: DISPLAY[8], 7: DISPLAY[7], 8: DISPLAY[6]}
+
+
+def _write_mat(path, person, parts):
+    """A Pascal-Part .mat: one person object with `parts` [(name, mask)]."""
+    parts_arr = np.zeros((1, len(parts)), dtype=[("part_name", "O"), ("mask", "O")])
+    for k, (name, mask) in enumerate(parts):
+        parts_arr[0, k] = (np.array([name]), mask.astype(np.uint8))
+    objects = np.zeros((1, 1), dtype=[("class", "O"), ("class_ind", "O"), ("mask", "O"),
+                                      ("parts", "O")])
+    objects[0, 0] = (np.array(["person"]), np.array([[15]]), person.astype(np.uint8),
+                     parts_arr)
+    anno = np.zeros((1, 1), dtype=[("imname", "O"), ("objects", "O")])
+    anno[0, 0] = (np.array([pathlib.Path(path).stem]), objects)
+    scipy.io.savemat(str(path), {"anno": anno})
+
+
+def _upright_scene(height, width):
+    """(upright RGB image, person mask, head mask): a red person with a blue head on grey."""
+    image = np.full((height, width, 3), 128, np.uint8)
+    person = np.zeros((height, width), bool)
+    person[height // 4:height - 4, width // 5:width // 2] = True
+    head = np.zeros_like(person)
+    head[height // 4:height // 4 + 8, width // 5:width // 2] = True
+    image[person] = (220, 30, 30)
+    image[head] = (30, 30, 220)
+    return image, person, head
+
+
+def _save_jpeg(path, stored, orientation=None, **kw):
+    exif = Image.Exif()
+    if orientation is not None:
+        exif[0x0112] = orientation
+    Image.fromarray(stored).save(path, format="JPEG", quality=95, subsampling=0,
+                                 exif=exif, **kw)
+
+
+def _decode_record(serialized):
+    from pipelines import decode
+
+    example = decode.decode_example(serialized)
+    return {k: v.numpy() for k, v in example.items()}
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("height,width", [(64, 96), (72, 72)])
+def test_exif_orientation_is_applied_so_the_maps_cover_the_right_pixels(
+        tmp_path, orientation, height, width):
+    upright, person, head = _upright_scene(height, width)
+    directory = tmp_path / "in"
+    directory.mkdir()
+    stored = np.ascontiguousarray(STORE[orientation](upright))
+    assert np.array_equal(DISPLAY[orientation](stored), upright)
+    _save_jpeg(directory / "img_1.jpg", stored, orientation)
+    # What a viewer (and labelme, which applies the tag) shows is the upright image.
+    from PIL import ImageOps
+    with Image.open(directory / "img_1.jpg") as im:
+        assert np.abs(np.asarray(ImageOps.exif_transpose(im), np.int16)
+                      - upright).mean() < 3
+    _write_mat(directory / "img_1.mat", person, [("head", head)])
+
+    manifest = run(directory, tmp_path / "out")
+    assert manifest["counts"]["written"] == 1, manifest["skipped"]
+    (serialized,) = read_shard(tmp_path / "out" / "train-00000-of-00001.tfrecord")
+    ex = _decode_record(serialized)  # as the training pipeline decodes it
+    assert ex["image"].shape == (height, width, 3)
+    # The pixels under the part map are the part's colour: head blue, person red.
+    assert (ex["parts_fine"] == schema.PART_ID["head"]).sum() == head.sum()
+    head_pixels = ex["image"][ex["parts_fine"] == schema.PART_ID["head"]].mean(axis=0)
+    body_pixels = ex["image"][(ex["person_mask"] > 0) & (ex["parts_fine"] == 0)].mean(axis=0)
+    assert head_pixels[2] > 180 and head_pixels[0] < 80, head_pixels
+    assert body_pixels[0] > 180 and body_pixels[2] < 80, body_pixels
+    assert np.abs(ex["image"].astype(np.int16) - upright).mean() < 4
+    entry = manifest["examples"][0]
+    assert entry.get("exif_orientation", 1) == orientation
+    assert manifest["counts"]["turned_upright"] == int(orientation != 1)
+
+
+def test_masks_drawn_on_the_stored_pixels_are_refused_naming_the_tag(tmp_path):
+    upright, person, head = _upright_scene(64, 96)
+    directory = tmp_path / "in"
+    directory.mkdir()
+    _save_jpeg(directory / "img_1.jpg", np.ascontiguousarray(STORE[6](upright)), 6)
+    # Masks of the stored (96 x 64) pixels, not of the upright (64 x 96) image.
+    _write_mat(directory / "img_1.mat", STORE[6](person), [("head", STORE[6](head))])
+    with pytest.raises(BadInputError) as e:
+        run(directory, tmp_path / "out", on_error="fail")
+    reason = str(e.value)
+    assert reason.startswith(str(directory / "img_1.mat")), reason
+    assert ("mask is 96x64 (HxW), but the image is 64x96 as shown upright: its EXIF "
+            "Orientation tag is 6 (rotated 90° clockwise)") in reason, reason
+    assert "drawn on the pixels before the rotation" in reason
+
+
+def _jpeg_variants(directory):
+    """{name: bytes} of image files named .jpg: JPEGs of every kind, and non-JPEGs."""
+    upright, _, _ = _upright_scene(64, 96)
+    im = Image.fromarray(upright)
+    out = {}
+
+    def save(name, image, fmt="JPEG", **kw):
+        buf = io.BytesIO()
+        image.save(buf, format=fmt, **kw)
+        out[name] = buf.getvalue()
+
+    save("baseline", im, quality=90)
+    save("progressive", im, quality=90, progressive=True)
+    save("grayscale", im.convert("L"))
+    save("cmyk", im.convert("CMYK"))
+    save("restart_markers", im, restart_marker_blocks=1)
+    save("mpo", im, fmt="MPO", save_all=True, append_images=[im.transpose(0)])
+    for value in (0, 1, 9):  # 0 and 9 are outside 1..8: viewers show the stored pixels
+        exif = Image.Exif()
+        exif[0x0112] = value
+        save(f"orientation_{value}", im, exif=exif)
+    save("png", im, fmt="PNG")
+    save("gif", im, fmt="GIF")
+    save("webp", im, fmt="WEBP")
+    out["truncated"] = out["baseline"][:len(out["baseline"]) // 2]
+    out["truncated_scan"] = out["baseline"][:-300]  # the header whole: Pillow opens it
+    out["soi_then_garbage"] = b"\xff\xd8\xff" + bytes(range(256)) * 4
+    return out
+
+
+def test_what_the_converter_accepts_is_what_the_pipeline_decodes(tmp_path):
+    """For each kind of file: written by the converter <=> decoded by the pipeline's
+    decode_example from the file's bytes; and what is written decodes."""
+    from pipelines import records as records_lib
+
+    directory = tmp_path / "in"
+    directory.mkdir()
+    _, person, head = _upright_scene(64, 96)
+    variants = _jpeg_variants(directory)
+    for name, data in variants.items():
+        (directory / f"{name}.jpg").write_bytes(data)
+        _write_mat(directory / f"{name}.mat", person, [("head", head)])
+    manifest = run(directory, tmp_path / "out", num_shards=1)
+    written = {e["id"] for e in manifest["examples"]}
+    reasons = {s["id"]: s["reason"] for s in manifest["skipped"]}
+    parsed, serialized, _ = read_split(tmp_path / "out")
+    for record in serialized:
+        assert _decode_record(record)["image"].shape == (64, 96, 3)
+    for name, data in variants.items():
+        raw = records_lib.make_example(
+            jpeg=data, image_id=name, height=64, width=96, boxes=np.zeros((1, 4)),
+            person_mask=person.astype(np.uint8), parts_fine=head.astype(np.uint8))
+        try:
+            _decode_record(raw)
+            decodes = True
+        except tf.errors.InvalidArgumentError:
+            decodes = False
+        assert (name in written) == decodes, (name, reasons.get(name))
+    # The JPEGs Pillow calls something else (MPO) or that hold odd EXIF are written.
+    assert {"baseline", "progressive", "grayscale", "cmyk", "restart_markers", "mpo",
+            "orientation_0", "orientation_1", "orientation_9"} <= written, reasons
+    assert "not a JPEG image (PIL reads it as PNG)" in reasons["png"]
+    for name in ("truncated", "truncated_scan", "soi_then_garbage"):
+        assert reasons[name].startswith(f"{directory / name}.jpg: corrupt or truncated JPEG")
+    # Refused by the pipeline's own decoder, in the converter's parent.
+    assert "TensorFlow cannot decode it (tf.io.decode_jpeg" in reasons["truncated_scan"]
+    # Written as they are: no orientation to apply.
+    assert parsed["mpo"]["jpeg"] == variants["mpo"]
+    assert parsed["orientation_9"]["jpeg"] == variants["orientation_9"]

@@ -224,11 +224,15 @@ def test_train_py_on_two_workers_only_the_chief_writes(tfrecords, tmp_path):
                    and not str(p.relative_to(chief_dir)).startswith("logs"))
     assert files == ["DONE", "backup/state-000002.weights.h5", "backup/training_metadata.json",
                      "checkpoints/best.weights.h5", "checkpoints/last.weights.h5",
-                     "config.json", "history.csv", "labeled_ids.txt", "model.json"]
+                     "config.json", "history.csv", "labeled_ids.txt", "model.json",
+                     "starts.jsonl"]
     assert (chief_dir / "logs").is_dir()
     assert (chief_dir / "DONE").read_text().split() == ["steps", "4"]
-    assert json.loads((chief_dir / "backup" / "training_metadata.json").read_text()) == {
-        "epoch": 2, "step": 4, "weights": "state-000002.weights.h5"}
+    meta = json.loads((chief_dir / "backup" / "training_metadata.json").read_text())
+    assert {k: meta[k] for k in ("epoch", "step", "weights", "data_position", "replicas",
+                                 "monitor")} == {
+        "epoch": 2, "step": 4, "weights": "state-000002.weights.h5", "data_position": 4,
+        "replicas": 2, "monitor": "val_loss"}
     rows = (chief_dir / "history.csv").read_text().splitlines()
     assert len(rows) == 3 and "val_loss" in rows[0]
     # Both workers logged the same global losses (means over all replicas).

@@ -258,7 +258,7 @@ def test_eval_and_export_of_a_mixed_precision_run(tfrecords, tmp_path, monkeypat
     # optimizer state of this one); a new run starts from the weights in float32.
     other = dataclasses.replace(config, mixed_precision="off", steps=4)
     with pytest.raises(train_lib.ConfigError,
-                       match=f"trained with --mixed_precision={mixed_precision}"):
+                       match=f"--mixed_precision: '{mixed_precision}' -> 'off'"):
         train_lib.run_training(other)
     if mixed_precision == "float16":
         warm = dataclasses.replace(other, model_dir=str(tmp_path / "warm"), init="run",

@@ -407,6 +407,24 @@ def test_train_dataset_seeds(split):
                for x, z in zip(a, c))
 
 
+def test_a_stream_started_at_a_position_is_the_rest_of_the_whole_stream(split):
+    """Issue 15 case 4: a resumed run reads what it would have read had it never
+    stopped. Batch 7 with 5 labeled ids (batch 2) and 8 images (batch 3) starts at
+    labeled element 14 (2 whole epochs skipped by number, then 4 records) and unlabeled
+    element 21 (2 epochs, then 5 records); cached or not."""
+    pattern, arrays = split
+    ids = sorted(arrays)[1:6]
+    steps, start_batch = 3, 7
+    for cache in (False, True):
+        make = lambda start: streams.train_dataset(  # noqa: E731
+            pattern, method="coseg", scheme="all4", labeled_ids=ids, batch_labeled=2,
+            batch_unlabeled=3, crop_size=CROP, seed=5, diagnostics=True,
+            cache_labeled=cache, start_batch=start)
+        whole = _first(make(0), start_batch + steps)[start_batch:]
+        _assert_same_streams({"train": whole}, {"train": _first(make(start_batch), steps)},
+                             f"start_batch={start_batch}, cache={cache}")
+
+
 def test_bad_arguments_are_named(split):
     pattern, arrays = split
     ids = sorted(arrays)[:2]

@@ -24,7 +24,8 @@ import sys
 import h5py
 import numpy as np
 import pytest
-from conftest import make_synthetic_tfrecords
+from conftest import copy_run as _copy
+from conftest import make_synthetic_tfrecords, snapshot as _snapshot, train_until
 import tensorflow as tf
 
 from coseg_tf import train_lib
@@ -58,21 +59,12 @@ def trained_run(tfrecords, tmp_path_factory):
     return model_dir
 
 
-def _copy(run, tmp_path):
-    dest = tmp_path / "run"
-    shutil.copytree(run, dest)
-    return dest
-
-
-def _snapshot(directory):
-    return {str(p.relative_to(directory)): p.read_bytes()
-            for p in sorted(directory.rglob("*")) if p.is_file()}
-
-
 def test_the_run_left_a_committed_backup(trained_run):
     backup = trained_run / "backup"
     meta = json.loads((backup / "training_metadata.json").read_text())
-    assert meta == {"epoch": 2, "step": 4, "weights": "state-000002.weights.h5"}
+    assert {k: meta[k] for k in ("epoch", "step", "weights", "data_position", "monitor")} == {
+        "epoch": 2, "step": 4, "weights": "state-000002.weights.h5", "data_position": 4,
+        "monitor": "loss"}
     assert sorted(p.name for p in backup.iterdir()) == [
         "state-000002.weights.h5", "training_metadata.json"]  # older state removed
     assert sorted(p.name for p in (trained_run / "checkpoints").iterdir()) == [
@@ -111,9 +103,6 @@ BROKEN_BACKUPS = {
         lambda d: _write(d / META, json.dumps({"epoch": 1, "step": 2, "weights":
                                                "state-000002.weights.h5"})),
         STATE, "are at step 4, but the backup metadata says 1 intervals of 2 steps", {}),
-    "other_interval_length": (lambda d: None, "backup",
-                              "--checkpoint_every now makes intervals of 3 steps",
-                              {"checkpoint_every": 3}),
 }
 
 
@@ -123,20 +112,19 @@ def test_broken_backup_is_refused_before_any_step(tfrecords, trained_run, tmp_pa
     breaker, named, words, flags = BROKEN_BACKUPS[case]
     breaker(model_dir)
     before = _snapshot(model_dir)
-    with pytest.raises(ConfigError) as e:
-        train_lib.run_training(_config(tfrecords, model_dir, steps=6, **flags))
+    with pytest.raises(ConfigError) as e:  # the run's own flags (tests/test_run_dir.py:
+        # another --checkpoint_every is refused as a flag before the backup is read)
+        train_lib.run_training(_config(tfrecords, model_dir, **flags))
     message = str(e.value)
     assert str(model_dir / named) in message and words in message, message
     assert f"remove {model_dir / 'backup'}" in message  # and says what to do
-    # No step ran: no checkpoint, history row or backup changed.
-    after = _snapshot(model_dir)
-    for name in before:
-        if name.startswith(("checkpoints", "backup", "history", "DONE")):
-            assert after.get(name) == before[name], name
+    # Nothing was written (no step ran, no file of the run changed).
+    assert _snapshot(model_dir) == before
 
 
-def test_leftovers_of_a_killed_save_are_ignored_and_cleaned(tfrecords, trained_run, tmp_path):
-    model_dir = _copy(trained_run, tmp_path)
+def test_leftovers_of_a_killed_save_are_ignored_and_cleaned(tfrecords, tmp_path):
+    model_dir = tmp_path / "run"
+    train_until(_config(tfrecords, model_dir, steps=6), 2)  # killed after step 4
     # A save killed midway: a partial state file under a temporary name, never
     # committed by the metadata; a partial checkpoint under a temporary name.
     (model_dir / "backup" / ".tmp-999-state-000003.weights.h5").write_bytes(b"\x89HDF\r\n")
@@ -306,6 +294,116 @@ def test_bad_strategy_setting_is_a_config_error(tfrecords, tmp_path, monkeypatch
     with pytest.raises(ConfigError, match="needs the TF_CONFIG environment variable"):
         train_lib.run_training(_config(tfrecords, tmp_path / "run", strategy="multi_worker"))
     assert not (tmp_path / "run").exists()
+
+
+# === A bad record met mid-run (issue 15 case 6) ===
+
+def _rewrite_records(src_pattern, dest_dir, edit):
+    """Copies the shards of `src_pattern` into dest_dir, `edit`ing each record;
+    returns (pattern, {id: (file, index)})."""
+    from pipelines import records as records_lib
+
+    dest_dir.mkdir()
+    where = {}
+    for path in sorted(pathlib.Path(p) for p in tf.io.gfile.glob(src_pattern)):
+        out = dest_dir / path.name
+        with tf.io.TFRecordWriter(str(out)) as writer:
+            for index, record in enumerate(tf.data.TFRecordDataset(str(path))):
+                data = record.numpy()
+                ex = records_lib.parse_example(data)
+                data = edit(index, ex, data)
+                writer.write(data)
+                where[ex["id"]] = (str(out), index)
+    return str(dest_dir / "*.tfrecord"), where
+
+
+def _bad_parts(victim):
+    """An edit that writes part id 255 into the part map of the record `victim`."""
+    from pipelines import records as records_lib
+
+    def edit(index, ex, data):
+        if ex["id"] != victim:
+            return data
+        parts = ex["parts_fine"].copy()
+        parts[parts.shape[0] // 2, :] = 255
+        return records_lib.make_example(
+            jpeg=ex["jpeg"], image_id=ex["id"], height=ex["height"], width=ex["width"],
+            boxes=ex["boxes"], person_mask=ex["person_mask"], parts_fine=parts)
+    return edit
+
+
+def _second_record_id(pattern):
+    first = sorted(tf.io.gfile.glob(pattern))[0]
+    from pipelines import streams
+    return streams.read_ids(first)[1]
+
+
+def test_train_names_a_record_with_an_out_of_range_part_id(tfrecords, tmp_path):
+    victim = _second_record_id(tfrecords["train"])  # not a first record: validation passes
+    pattern, where = _rewrite_records(tfrecords["train"], tmp_path / "data", _bad_parts(victim))
+    labeled = tmp_path / "labeled.txt"
+    labeled.write_text(victim + "\n")
+    model_dir = tmp_path / "run"
+    config = _config(tfrecords, model_dir, train_data=pattern, labeled_ids_file=str(labeled),
+                     num_labeled=1, method="supervised", steps=2)
+    train_lib.validate(config)  # validation reads first records only: it passes
+    with pytest.raises(train_lib.BadRecordError) as e:
+        train_lib.run_training(config)
+    path, index = where[victim]
+    assert str(e.value).startswith(
+        f"--train_data={pattern}: record {index} of {path} (image id {victim!r}): parts/fine "
+        "holds the part id 255, outside the part vocabulary 0..24"), str(e.value)
+    assert isinstance(e.value, ConfigError)  # train.py: exit code 2
+
+
+@pytest.mark.parametrize("breakage", ["part_id_255", "jpeg_garbage", "truncated_file"])
+def test_eval_names_a_bad_record(tfrecords, trained_run, tmp_path, breakage):
+    from coseg_tf import evaluation
+
+    victim = _second_record_id(tfrecords["val"])
+    if breakage == "part_id_255":
+        edit = _bad_parts(victim)
+    else:
+        def edit(index, ex, data):  # JPEG marker, then bytes no decoder takes
+            if ex["id"] != victim or breakage != "jpeg_garbage":
+                return data
+            from pipelines import records as records_lib
+            return records_lib.make_example(
+                jpeg=b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8, image_id=ex["id"],
+                height=ex["height"], width=ex["width"], boxes=ex["boxes"],
+                person_mask=ex["person_mask"], parts_fine=ex["parts_fine"])
+    pattern, where = _rewrite_records(tfrecords["val"], tmp_path / "data", edit)
+    path, index = where[victim]
+    if breakage == "truncated_file":  # the victim's record loses its last bytes
+        data = pathlib.Path(path).read_bytes()
+        ends = [0]
+        for record in tf.data.TFRecordDataset(path):
+            ends.append(ends[-1] + 16 + len(record.numpy()))
+        pathlib.Path(path).write_bytes(data[:ends[index + 1] - 5])
+    config = evaluation.EvalConfig(eval_data=pattern, model_dir=str(trained_run),
+                                   output_dir=str(tmp_path / "eval"), verbose=0)
+    evaluation.validate(config)  # passes: first records only
+    with pytest.raises(evaluation.ConfigError) as e:
+        evaluation.evaluate(config)
+    message = str(e.value)
+    assert message.startswith(f"--eval_data={pattern}: record {index} of {path}"), message
+    words = {"part_id_255": f"(image id {victim!r}): parts/fine holds the part id 255",
+             "jpeg_garbage": f"(image id {victim!r}): ",
+             "truncated_file": "the file is truncated or corrupt there"}[breakage]
+    assert words in message, message
+    assert not (tmp_path / "eval" / "metrics.json").exists()
+
+
+@pytest.mark.slow
+def test_eval_py_exits_2_naming_the_bad_record(tfrecords, trained_run, tmp_path):
+    victim = _second_record_id(tfrecords["val"])
+    pattern, where = _rewrite_records(tfrecords["val"], tmp_path / "data", _bad_parts(victim))
+    res = _eval(f"--model_dir={trained_run}", f"--eval_data={pattern}",
+                f"--output_dir={tmp_path / 'eval'}")
+    assert res.returncode == 2, res.stderr[-3000:]
+    path, index = where[victim]
+    assert f"eval.py: error: --eval_data={pattern}: record {index} of {path}" in res.stderr
+    assert "Traceback" not in res.stderr
 
 
 # === --init=run: start from another run's network ===

@@ -176,3 +176,86 @@ def test_image_label_methods_total_is_the_weighted_sum(method, term):
     expected = res["humanparts"] + 0.25 * res[term]
     np.testing.assert_allclose(res["loss"].numpy(), expected.numpy(), rtol=1e-6)
     assert res[term].numpy() > 0
+
+
+# === Undefined metrics (issue 15 case 9) ===
+
+def _nothing_to_mine(batch):
+    """The batch with a labeled image of background only: no class point, nothing mined."""
+    labeled = dict(batch["labeled"], labels=np.zeros_like(batch["labeled"]["labels"]))
+    return {"labeled": labeled, "unlabeled": batch["unlabeled"]}
+
+
+def _fit(trainer, batches, tmp_path=None):
+    import keras
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices(
+        {k: {n: np.stack([b[k][n] for b in batches]) for n in batches[0][k]}
+         for k in batches[0]})
+    callbacks = []
+    if tmp_path is not None:
+        callbacks.append(keras.callbacks.CSVLogger(str(tmp_path / "history.csv")))
+    return trainer.fit(ds.repeat(), steps_per_epoch=len(batches), epochs=1, verbose=0,
+                       callbacks=callbacks).history
+
+
+def test_mining_precision_is_undefined_for_an_interval_with_nothing_mined(tmp_path):
+    import csv
+
+    trainer = _tiny_trainer("coseg", mining_metrics=True)
+    batch = _nothing_to_mine(_batch(np.random.default_rng(0), diagnostics=True))
+    hist = _fit(trainer, [batch, batch], tmp_path)
+    for key in ("mining_precision", "mining_chance", "mining_precision/part",
+                "mining_precision/other"):
+        assert np.isnan(hist[key][0]), (key, hist[key])  # not 0.0
+    for key in ("loss", "humanparts", "human", "coseg"):
+        assert np.isfinite(hist[key][0]), key  # the losses are defined (coseg is 0)
+    (row,) = list(csv.DictReader(open(tmp_path / "history.csv")))
+    assert row["mining_precision"] == "nan" and float(row["coseg"]) == 0.0
+
+
+def test_mining_precision_counts_only_the_steps_that_mined():
+    mined = _batch(np.random.default_rng(0), diagnostics=True)
+    mixed = _fit(_tiny_trainer("coseg", mining_metrics=True),
+                 [mined, _nothing_to_mine(mined)])
+    # The interval's value is the mined step's alone (5/9 by hand, see above), not the
+    # mean with a 0 of the step that mined nothing.
+    assert mixed["mining_chance"][0] == pytest.approx(5 / 9, abs=1e-6)
+    assert 0.0 <= mixed["mining_precision"][0] <= 1.0
+
+
+def test_a_class_never_mined_for_is_undefined_not_zero():
+    batch = _batch(np.random.default_rng(0), diagnostics=True)
+    labels = batch["labeled"]["labels"].copy()
+    labels[labels == 1] = 2  # the labeled image shows "other" only
+    batch = {"labeled": dict(batch["labeled"], labels=labels), "unlabeled": batch["unlabeled"]}
+    hist = _fit(_tiny_trainer("coseg", mining_metrics=True), [batch])
+    assert np.isnan(hist["mining_precision/part"][0])
+    assert 0.0 <= hist["mining_precision/other"][0] <= 1.0
+
+
+def test_em_pseudo_foreground_leaves_out_a_step_without_any_region():
+    batch = _with_image_labels(_batch(np.random.default_rng(7)))
+    empty = {"labeled": batch["labeled"], "unlabeled": dict(
+        batch["unlabeled"], human_region=np.zeros_like(batch["unlabeled"]["human_region"]))}
+    alone = _fit(_tiny_trainer("em_adapt"), [batch])["em_pseudo_foreground"][0]
+    mixed = _fit(_tiny_trainer("em_adapt"), [batch, empty])["em_pseudo_foreground"][0]
+    assert 0 < alone <= 1
+    assert mixed == pytest.approx(alone, abs=1e-6)  # not (alone + 0) / 2
+
+
+def test_defined_mean():
+    from coseg_tf import metrics
+
+    m = metrics.DefinedMean("x")
+    assert np.isnan(float(m.result()))
+    m.update_state(0.0, sample_weight=0.0)
+    m.update_state(float("nan"))
+    assert np.isnan(float(m.result()))
+    m.update_state(0.5, sample_weight=2.0)
+    m.update_state(1.0)
+    m.update_state(float("nan"), sample_weight=5.0)
+    assert float(m.result()) == pytest.approx((0.5 * 2 + 1.0) / 3)
+    m.reset_state()
+    assert np.isnan(float(m.result()))

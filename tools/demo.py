@@ -118,12 +118,12 @@ def _compare_overlays(run_dir, runs, val_data, scheme, path, count):
     """(a), (b), (c) side by side on the same validation images."""
     if count <= 0:
         return
-    from coseg_tf import evaluation, train_lib, visualize
+    from coseg_tf import evaluation, run_dir as run_dir_lib, visualize
     from pipelines import streams
 
     predictors = {}
     for name, (label, _) in runs.items():
-        network, _ = train_lib.load_network(os.path.join(run_dir, name), "last")
+        network, _ = run_dir_lib.load_network(os.path.join(run_dir, name), "last")
         predictors[label.split(",")[0]] = evaluation.network_predict_fn(network)
     examples, titles = [], []
     for element in streams.eval_dataset(val_data, scheme=scheme).take(count):

@@ -39,14 +39,15 @@ def find_recipe(path):
 
 def read_flagfile(path):
     """{name: value string} of a recipe file (`--name=value` lines, # comments)."""
+    from pipelines import textfiles
+
     values = {}
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            name, _, value = line.lstrip("-").partition("=")
-            values[name] = value
+    for line in textfiles.read_lines(path):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, _, value = line.lstrip("-").partition("=")
+        values[name] = value
     return values
 
 
@@ -91,9 +92,9 @@ def prepare_data(data_dir, *, num_images, image_size, seed):
 def train_run(model_dir, recipe, overrides, train_data, val_data, steps=None, *,
               recipe_path="recipes/cpu_small.flags"):
     """Trains one run unless it is finished (its DONE file); logs the train.py command."""
-    from coseg_tf import train_lib
+    from coseg_tf import run_dir, train_lib
 
-    if os.path.exists(os.path.join(model_dir, "DONE")):
+    if os.path.exists(run_dir.path(model_dir, run_dir.DONE_FILE)):
         log(f"train: {model_dir} is finished already")
         return
     fields = train_lib.TrainConfig.__dataclass_fields__
@@ -172,11 +173,11 @@ def gradient_scale(model_dir, train_data, *, labeled_ids, batch_labeled, batch_u
     import numpy as np
     import tensorflow as tf
 
-    from coseg_tf import train_lib
+    from coseg_tf import run_dir
     from coseg_tf import trainer as trainer_lib
     from pipelines import streams
 
-    network, info = train_lib.load_network(model_dir, "last")
+    network, info = run_dir.load_network(model_dir, "last")
     trainer = trainer_lib.CosegTrainer(network, num_classes=info["num_classes"],
                                        method="coseg", alpha=1.0, beta=1.0)
     ds = streams.train_dataset(train_data, method="coseg", scheme=info["parts"],

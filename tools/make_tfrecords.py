@@ -23,7 +23,8 @@ Output (--output_dir), for --split_name=train --num_shards=4:
 Each record is a `tf.train.Example` written by `pipelines.records.make_example` (the one
 format of `pipelines/schema.py`) with the feature keys:
 
-  image/encoded   bytes    the original JPEG bytes
+  image/encoded   bytes    the original JPEG bytes; for a JPEG whose EXIF Orientation
+                           tag is 2..8, the upright image re-encoded (same quantization)
   image/id        bytes    image id, e.g. b"2008_000652"
   image/height    int64
   image/width     int64
@@ -39,8 +40,16 @@ Boxes (pixel i covers [i, i + 1)):
 - with it, every <object> named "person" of ID.xml; VOC boxes are 1-based and inclusive,
   so ((ymin - 1) / H, (xmin - 1) / W, ymax / H, xmax / W), clipped to [0, 1].
 
+Orientation: annotations refer to the upright image a viewer shows. A JPEG whose EXIF
+Orientation tag is 2..8 is turned upright (the pipeline's tf.io.decode_jpeg ignores
+EXIF) and its masks must have the upright size; the manifest lists the tag of each
+such example ("exif_orientation"). Any file that starts with the JPEG marker FF D8 FF
+is a JPEG (Pillow calls some "MPO"); every image is decoded once by the pipeline's own
+decoder (pipelines.decode.check_jpeg) before it is written, so what the converter
+accepts is what the training pipeline reads.
+
 Images without a person are skipped ("no person"). Bad input (a missing, empty, corrupt
-or truncated JPEG; a missing, truncated or malformed .mat; a mask whose size differs
+or truncated JPEG, or one TensorFlow cannot decode; a missing, truncated or malformed .mat; a mask whose size differs
 from the image; an unknown person part name; an id with no files; a broken XML; a file
 name that is not UTF-8; an image of more than --max_pixels pixels, 25 megapixels by
 default, checked from the JPEG header before anything large is read) is skipped and listed in the manifest with the message naming the file and the problem
@@ -49,6 +58,10 @@ default, checked from the JPEG header before anything large is read) is skipped 
 
 Shards are filled round-robin in id order (the j-th written example goes to shard
 j % num_shards), so the same input gives byte-identical shards whatever --num_workers.
+No shard is ever empty (the readers refuse a file without records): with fewer
+examples than --num_shards, each example gets its own shard (3 examples for
+--num_shards=4 give train-0000{0,1,2}-of-00003; the manifest records both counts), and
+a split of which every id was skipped is an error that writes nothing.
 Shards are written into a temporary directory (.train.tmp-PID/) and renamed into
 place when all are complete; the manifest comes last. A run killed at any moment
 leaves no file with a shard's name that is not complete, and no partial file that a
@@ -87,6 +100,7 @@ from absl import logging
 
 from pipelines import records
 from pipelines import schema
+from pipelines import textfiles
 from tools import pascal_part
 from tools.pascal_part import BadInputError  # re-exported: convert raises it
 
@@ -125,11 +139,11 @@ def _check_dir(flag: str, path) -> str:
 
 
 def _read_split_list(path: str) -> list:
-    """Ids of a split list: one id a line, blank lines ignored, last newline optional."""
+    """Ids of a split list: one id a line, blank lines ignored, last newline optional;
+    UTF-8 with or without a byte-order mark, LF or CRLF (`pipelines.textfiles`)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except (OSError, UnicodeDecodeError) as e:
+        lines = textfiles.read_lines(path)
+    except (OSError, ValueError) as e:
         raise ArgumentError(f"--split_list: cannot read {path} ({e})") from None
     ids, seen = [], {}
     for number, line in enumerate(lines, start=1):
@@ -314,7 +328,8 @@ def convert(*, pascal_part_dir, images_dir, output_dir, split_name="train",
       voc_annotations_dir: optional directory of VOC `ID.xml` files: boxes come from
         their person objects instead of the tight boxes of the person masks.
       split_list: optional file of ids, one a line; default every `.mat` (sorted).
-      num_shards: number of output shards (>= 1).
+      num_shards: number of output shards (>= 1); fewer when fewer examples are
+        written (one each: no shard is empty).
       num_workers: processes reading images (1 = in this process).
       on_error: "skip" records bad input in the manifest and goes on; "fail" raises
         BadInputError and leaves no output file of this run.
@@ -327,7 +342,8 @@ def convert(*, pascal_part_dir, images_dir, output_dir, split_name="train",
 
     Raises:
       ArgumentError: a bad argument, before any work (the message names the flag).
-      BadInputError: with on_error="fail", the first bad input (naming file and problem).
+      BadInputError: with on_error="fail", the first bad input (naming file and problem);
+        whatever on_error, when no example is left to write (nothing is written).
     """
     arguments = dict(pascal_part_dir=pascal_part_dir, images_dir=images_dir,
                      output_dir=output_dir, split_name=split_name,
@@ -372,6 +388,8 @@ def convert(*, pascal_part_dir, images_dir, output_dir, split_name="train",
                        max_pixels=args["max_pixels"]) as outcomes:
             for outcome in outcomes:
                 done += 1
+                if isinstance(outcome, pascal_part.Converted):
+                    outcome = _decodable(outcome)
                 if isinstance(outcome, pascal_part.Skipped):
                     if outcome.kind == pascal_part.BAD_INPUT:
                         if args["on_error"] == "fail":
@@ -385,13 +403,34 @@ def convert(*, pascal_part_dir, images_dir, output_dir, split_name="train",
                         jpeg=outcome.jpeg, image_id=outcome.image_id, height=outcome.height,
                         width=outcome.width, boxes=outcome.boxes,
                         person_mask=outcome.person_mask, parts_fine=outcome.parts_fine))
-                    shard_ids[shard].append({"id": outcome.image_id,
-                                             "persons": outcome.num_persons,
-                                             "boxes": len(outcome.boxes), "shard": shard})
+                    entry = {"id": outcome.image_id, "persons": outcome.num_persons,
+                             "boxes": len(outcome.boxes), "shard": shard}
+                    if outcome.orientation != 1:  # turned upright and re-encoded
+                        entry["exif_orientation"] = outcome.orientation
+                    shard_ids[shard].append(entry)
                     written += 1
                 bar.update(done, written, len(skipped))
         for writer in writers:
             writer.close()
+        if not written:
+            raise BadInputError(
+                f"no example to write: all {len(ids)} ids were skipped (no person: "
+                f"{sum(s['kind'] == pascal_part.NO_PERSON for s in skipped)}, bad input: "
+                f"{sum(s['kind'] == pascal_part.BAD_INPUT for s in skipped)}); a split "
+                "without examples cannot be read, so nothing was written")
+        # Never an empty shard (the readers refuse a file without records): with fewer
+        # examples than --num_shards, one shard per example. Round-robin put example j
+        # in shard j, so the first `written` shards are those of --num_shards=written.
+        if written < num_shards:
+            logging.warning("%d examples for --num_shards=%d: writing %d shards (every "
+                            "shard holds at least one example)", written, num_shards,
+                            written)
+            for path in tmps[written:]:
+                gfile.remove(path)
+            finals = [shard_name(split, i, written) for i in range(written)]
+            for i, name in enumerate(finals):
+                gfile.rename(tmps[i], os.path.join(tmp_dir, name), overwrite=True)
+            shard_ids = shard_ids[:written]
         completed = True
     finally:
         if not completed:  # an error or an interrupt: leave no file of this run
@@ -405,15 +444,12 @@ def convert(*, pascal_part_dir, images_dir, output_dir, split_name="train",
                     gfile.rmtree(out_dir)
 
     bar.update(done, written, len(skipped), final=True)
-    if written < num_shards:
-        logging.warning("%d examples for %d shards: %d shard(s) are empty",
-                        written, num_shards, num_shards - written)
 
     manifest = _manifest(args, arguments, finals, shard_ids, skipped)
     _publish(gfile, out_dir, split, tmp_dir, finals, manifest)
 
     counts = manifest["counts"]
-    summary = (f"wrote {counts['written']} examples in {num_shards} shards to {out_dir}; "
+    summary = (f"wrote {counts['written']} examples in {len(finals)} shards to {out_dir}; "
                f"skipped {counts['skipped']} (no person: {counts['skipped_no_person']}, "
                f"bad input: {counts['skipped_bad_input']})")
     if progress:  # the tool's own last line, beside its progress bar
@@ -421,6 +457,27 @@ def convert(*, pascal_part_dir, images_dir, output_dir, split_name="train",
     else:
         logging.info(summary)
     return manifest
+
+
+def _decodable(outcome):
+    """`outcome`, or a BAD_INPUT `Skipped` when the training pipeline cannot read its image.
+
+    The image bytes are decoded here by the pipeline's own decoder
+    (`pipelines.decode.check_jpeg`, TensorFlow), in the parent: what the converter
+    writes is exactly what tf.data will decode, at the size the masks have.
+    """
+    from pipelines import decode  # imports TensorFlow: the parent only
+
+    try:
+        size = decode.check_jpeg(outcome.jpeg)
+    except ValueError as e:
+        reason = f"{outcome.image_path}: corrupt or truncated JPEG: {e}"
+        return pascal_part.Skipped(outcome.image_id, pascal_part.BAD_INPUT, reason)
+    if size != (outcome.height, outcome.width):
+        reason = (f"{outcome.image_path}: TensorFlow decodes it as {size[0]}x{size[1]} "
+                  f"(HxW), Pillow's header says {outcome.height}x{outcome.width}")
+        return pascal_part.Skipped(outcome.image_id, pascal_part.BAD_INPUT, reason)
+    return outcome
 
 
 def _manifest(args, arguments, finals, shard_ids, skipped) -> dict:
@@ -437,12 +494,14 @@ def _manifest(args, arguments, finals, shard_ids, skipped) -> dict:
         "counts": {
             "ids": len(examples) + len(skipped),
             "written": len(examples),
+            "turned_upright": sum("exif_orientation" in e for e in examples),
             "persons": sum(e["persons"] for e in examples),
             "skipped": len(skipped),
             "skipped_no_person": no_person,
             "skipped_bad_input": len(skipped) - no_person,
         },
-        "num_shards": args["num_shards"],
+        "num_shards": len(finals),
+        "requested_num_shards": args["num_shards"],
         "shards": [{"file": name, "examples": len(ids)}
                    for name, ids in zip(finals, shard_ids)],
         "examples": examples,  # in shard order: shard 0's records, then shard 1's, ...

@@ -62,7 +62,7 @@ def mining_precision(network, batches, *, num_classes, options, training, seed=0
     whose unlabeled part carries "diagnostic_labels").
 
     Args:
-      network: the functional network (`train_lib.load_network`).
+      network: the functional network (`run_dir.load_network`).
       batches: [{"labeled": {...}, "unlabeled": {...}}] as `streams.train_dataset`.
       num_classes: C.
       options: a `losses.MiningOptions` (its `features` is ignored: `training` says
@@ -123,10 +123,10 @@ def main(argv):
     del argv
     import tensorflow as tf
 
-    from coseg_tf import losses, train_lib
+    from coseg_tf import losses, run_dir
     from pipelines import streams
 
-    network, info = train_lib.load_network(FLAGS.model_dir, "last")
+    network, info = run_dir.load_network(FLAGS.model_dir, "last")
     ids_file = FLAGS.labeled_ids_file or os.path.join(FLAGS.model_dir, "labeled_ids.txt")
     labeled_ids = open(ids_file).read().split()
     ds = streams.train_dataset(

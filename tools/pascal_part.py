@@ -25,7 +25,14 @@ What one image becomes:
     * from VOC XML (`voc_annotations_dir`): every <object> whose <name> is "person",
       in file order; VOC boxes are 1-based and inclusive, so
       ((ymin - 1) / H, (xmin - 1) / W, ymax / H, xmax / W), clipped to [0, 1].
-  H and W are the JPEG's size.
+  H and W are the size of the upright image.
+- the image: annotations (the .mat masks, VOC boxes) refer to the upright image a
+  viewer shows. A JPEG whose EXIF Orientation tag is 2..8 is turned upright and
+  re-encoded (`tf.io.decode_jpeg`, which the pipeline uses, ignores EXIF); its masks
+  must have the upright size, and a mismatch names the tag. Any JPEG is taken,
+  whatever Pillow calls it; the converter's parent then decodes it with the
+  pipeline's own decoder (`pipelines.decode.check_jpeg`): what is written is what the
+  training pipeline reads.
 
 Everything wrong with an input raises `BadInputError`, whose message names the file and
 the problem; `convert_one` turns that into a `Skipped` outcome for the converter.
@@ -47,7 +54,7 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 import scipy.io
-from PIL import Image
+from PIL import Image, ImageOps, JpegImagePlugin
 
 from pipelines import schema
 
@@ -57,6 +64,15 @@ BAD_INPUT = "bad input"
 # 25 megapixels (e.g. 5000 x 5000): ~0.6 GB to convert one image, several GB as float
 # crops in the training pipeline. 0 = no limit.
 DEFAULT_MAX_PIXELS = 25_000_000
+
+# EXIF Orientation (tag 0x0112): how the stored pixels are turned for display.
+EXIF_ORIENTATION = 0x0112
+ORIENTATIONS = {
+    1: "upright", 2: "mirrored left-right", 3: "rotated 180°",
+    4: "mirrored top-bottom", 5: "mirrored along the main diagonal (transposed)",
+    6: "rotated 90° clockwise", 7: "mirrored along the anti-diagonal (transversed)",
+    8: "rotated 90° counter-clockwise",
+}
 
 
 class BadInputError(ValueError):
@@ -91,12 +107,15 @@ class Converted:
 
     Args:
       image_id: the image id.
-      jpeg: the original JPEG bytes.
-      height, width: the image size.
+      jpeg: the JPEG bytes of the upright image (the file's own bytes when its EXIF
+        orientation is 1 or absent; else the upright pixels re-encoded).
+      height, width: the size of the upright image.
       boxes: float32 (N, 4) normalized (ymin, xmin, ymax, xmax).
       person_mask: uint8 (height, width), 0 = no person, k = k-th person.
       parts_fine: uint8 (height, width), 0 = no part, i = schema.PART_NAMES[i - 1].
       num_persons: the number of person objects in the `.mat` file.
+      image_path: the JPEG file (for messages about it).
+      orientation: the file's EXIF orientation that was applied (1 = none).
     """
 
     image_id: str
@@ -107,6 +126,8 @@ class Converted:
     person_mask: np.ndarray
     parts_fine: np.ndarray
     num_persons: int
+    image_path: str = ""
+    orientation: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,17 +227,29 @@ def _read_parts(parts, what: str, path: str) -> tuple:
     return tuple(result)
 
 
-def check_sizes(objects, height: int, width: int, path: str) -> None:
-    """BadInputError when a mask of `objects` is not (height, width), the image size."""
+def check_sizes(objects, height: int, width: int, path: str, orientation: int = 1) -> None:
+    """BadInputError when a mask of `objects` is not (height, width), the image size.
+
+    `height`, `width` are the upright image's (after its EXIF `orientation`); the
+    message says so when the orientation turned the image.
+    """
     for obj in objects:
         masks = [(f"object {obj.index} ({obj.class_name}) mask", obj.mask)]
         masks += [(f"object {obj.index} ({obj.class_name}) part {name!r} mask", m)
                   for name, m in obj.parts]
         for what, mask in masks:
             if mask.shape != (height, width):
-                raise BadInputError(
-                    f"{path}: {what} is {mask.shape[0]}x{mask.shape[1]} (HxW), but the "
-                    f"image is {height}x{width}")
+                message = (f"{path}: {what} is {mask.shape[0]}x{mask.shape[1]} (HxW), but "
+                           f"the image is {height}x{width}")
+                if orientation in (5, 6, 7, 8):
+                    message += (
+                        f" as shown upright: its EXIF Orientation tag is {orientation} "
+                        f"({ORIENTATIONS[orientation]}), the stored pixels are "
+                        f"{width}x{height}. Annotations must refer to the upright image "
+                        "a viewer shows"
+                        + (" (these masks have the stored size: drawn on the pixels "
+                           "before the rotation?)" if mask.shape == (width, height) else ""))
+                raise BadInputError(message)
 
 
 def paint(persons, height: int, width: int):
@@ -316,8 +349,59 @@ def check_size(path: str, max_pixels: int) -> None:
             "megapixels); raise --max_pixels (0 = no limit) to convert it")
 
 
+def _format_name(data: bytes) -> str:
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return im.format or "an unknown format"
+    except Exception:  # not an image Pillow knows
+        return "no image format it knows"
+
+
+def orientation_of(im) -> int:
+    """The EXIF orientation (1..8) of an opened Pillow image; 1 when it has none.
+
+    A value outside 1..8 (0 is common, "unknown") is displayed as 1 by viewers and
+    annotation tools, so it is taken as 1.
+    """
+    try:
+        value = im.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception:  # an unreadable EXIF block: viewers show the stored pixels
+        return 1
+    return value if isinstance(value, int) and value in ORIENTATIONS else 1
+
+
+def _upright_jpeg(im) -> bytes:
+    """The upright pixels of a JPEG with an EXIF orientation, re-encoded as JPEG.
+
+    The original quantization tables and chroma subsampling are kept, so the image is
+    re-encoded at the quality it was saved with (one more generation of JPEG loss; a
+    lossless DCT rotation needs jpegtran, which Pillow does not offer). The EXIF block
+    is left out (its orientation no longer applies); the ICC profile is kept.
+    """
+    im.load()
+    upright = ImageOps.exif_transpose(im)
+    options = {"qtables": im.quantization, "optimize": False}
+    subsampling = JpegImagePlugin.get_sampling(im)
+    if subsampling != -1:
+        options["subsampling"] = subsampling
+    if im.info.get("icc_profile"):
+        options["icc_profile"] = im.info["icc_profile"]
+    buf = io.BytesIO()
+    upright.save(buf, format="JPEG", **options)
+    return buf.getvalue()
+
+
 def read_jpeg(path: str):
-    """(jpeg_bytes, height, width) of a JPEG file, decoded fully once to check it."""
+    """(jpeg_bytes, height, width, orientation) of a JPEG file, as shown upright.
+
+    A JPEG is what starts with the JPEG start-of-image marker (`schema.JPEG_SOI`),
+    whatever name Pillow gives it ("MPO" for a camera's multi-picture JPEG). Only the
+    header is read, unless the file's EXIF orientation is 2..8: the image is then
+    decoded, turned upright and re-encoded (`_upright_jpeg`), since
+    `tf.io.decode_jpeg` ignores EXIF and the annotations refer to the upright image.
+    Whether TensorFlow decodes the bytes is checked by the converter's parent
+    (`pipelines.decode.check_jpeg`), not here: this module does not import TensorFlow.
+    """
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -327,19 +411,23 @@ def read_jpeg(path: str):
         raise BadInputError(f"{path}: cannot read the JPEG image ({e})") from None
     if not data:
         raise BadInputError(f"{path}: empty file (0 bytes), not a JPEG image")
+    if data[:3] != schema.JPEG_SOI:
+        raise BadInputError(f"{path}: not a JPEG image (PIL reads it as "
+                            f"{_format_name(data)}); a JPEG starts with FF D8 FF")
     try:
         with Image.open(io.BytesIO(data)) as im:
-            fmt = im.format
-            im.load()  # decode every pixel: a truncated file fails here
             width, height = im.size
+            orientation = orientation_of(im)
+            if orientation != 1:
+                data = _upright_jpeg(im)
+                if orientation in (5, 6, 7, 8):
+                    width, height = height, width
     except Image.DecompressionBombError as e:
         raise BadInputError(f"{path}: image too large to open ({e})") from None
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, ...
         raise BadInputError(
             f"{path}: corrupt or truncated JPEG ({type(e).__name__}: {e})") from None
-    if fmt != "JPEG":
-        raise BadInputError(f"{path}: not a JPEG image (PIL reads it as {fmt})")
-    return data, height, width
+    return data, height, width, orientation
 
 
 # === One image ===
@@ -375,8 +463,8 @@ def read_example(image_id: str, *, pascal_part_dir: str, images_dir: str,
     if len(persons) > 255:
         raise BadInputError(f"{mat_path}: {len(persons)} person objects, more than a uint8 "
                             "person mask holds (255)")
-    jpeg, height, width = read_jpeg(jpeg_path)
-    check_sizes(objects, height, width, mat_path)
+    jpeg, height, width, orientation = read_jpeg(jpeg_path)
+    check_sizes(objects, height, width, mat_path, orientation)
     for obj in persons:
         if not obj.mask.any():
             raise BadInputError(f"{mat_path}: object {obj.index} (person) has an empty mask")
@@ -391,7 +479,8 @@ def read_example(image_id: str, *, pascal_part_dir: str, images_dir: str,
         boxes = np.stack([mask_box(obj.mask) for obj in persons])
     return Converted(image_id=image_id, jpeg=jpeg, height=height, width=width, boxes=boxes,
                      person_mask=person_mask, parts_fine=parts_fine,
-                     num_persons=len(persons))
+                     num_persons=len(persons), image_path=jpeg_path,
+                     orientation=orientation)
 
 
 def convert_one(image_id: str, *, pascal_part_dir: str, images_dir: str,

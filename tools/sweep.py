@@ -42,6 +42,7 @@ import glob
 import json
 import os
 import re
+import shlex
 import sys
 import time
 
@@ -168,27 +169,27 @@ def evaluate_checkpoints(model_dir, val_data, last_k):
 
 
 def _write_json(path, value):
+    from coseg_tf import run_dir
+
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        json.dump(value, f, indent=1, default=str)
+        f.write(run_dir.to_json(value, indent=1, default=str))  # undefined -> null
     os.replace(tmp, path)
 
 
 def read_history(model_dir):
-    """history.csv rows of a run as {column: float}, one per checkpoint interval."""
-    import csv
+    """history.csv rows of a run, {column: float or None (undefined)}, one per interval."""
+    from coseg_tf import run_dir
 
-    path = os.path.join(model_dir, "history.csv")
-    if not os.path.exists(path):
-        return []
-    rows = []
-    for row in csv.DictReader(open(path)):
-        rows.append({k: (float(v) if v not in ("", None) else None) for k, v in row.items()})
-    return rows
+    return run_dir.read_history(model_dir)
 
 
 def mining_summary(history):
-    """Mining precision and chance over the last interval of a coseg run, or None."""
+    """Mining precision and chance over the last interval of a coseg run, or None.
+
+    A value is None where it is undefined (nothing mined in that interval), never 0:
+    the means over seeds leave it out and sweep.json holds null.
+    """
     if not history or "mining_precision" not in history[-1]:
         return None
     return {k: v for k, v in history[-1].items() if k.startswith("mining_")}
@@ -492,13 +493,13 @@ def main(argv):
     _write_json(os.path.join(FLAGS.run_dir, "sweep.json"), {
         "runs": results_by_part, "rows": rows_by_part, "recipe": FLAGS.recipe,
         "steps": steps, "warmup_steps": FLAGS.warmup_steps, "gradient_scale": scale})
-    command = "python tools/sweep.py " + " ".join(
-        f"--{k}={','.join(map(str, v)) if isinstance(v, list) else v}"
+    command = "python tools/sweep.py " + " ".join(  # quoted: runs as written
+        shlex.quote(f"--{k}={','.join(map(str, v)) if isinstance(v, list) else v}")
         for k, v in (("parts", schemes), ("num_labeled", FLAGS.num_labeled),
                      ("seeds", FLAGS.seeds), ("methods", FLAGS.methods),
                      ("recipe", FLAGS.recipe), ("run_dir", FLAGS.run_dir)))
     if FLAGS.results_dir:
-        command += f" --results_dir={FLAGS.results_dir}"
+        command += " " + shlex.quote(f"--results_dir={FLAGS.results_dir}")
     if FLAGS.steps:
         command += f" --steps={FLAGS.steps}"
     command += f" --warmup_steps={FLAGS.warmup_steps}"
