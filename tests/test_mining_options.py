@@ -247,3 +247,41 @@ def test_mining_flags_are_checked_before_any_work(tfrecords, tmp_path, override,
     if "method" in override:
         config.update(method="coseg")
         train_lib.validate(train_lib.TrainConfig(**config))
+
+
+# === tools/mining_diagnostics.py: precision against chance, by hand ===
+def _fake_network(feats, logits):
+    """A 'network' returning fixed outputs for a batch of 1 labeled + 1 unlabeled image."""
+    def call(inputs, training=False):
+        return {"logits": _f32(logits), "masked_features": _f32(feats)}
+    return call
+
+
+@pytest.mark.parametrize("target_feature_at_0, expected", [((1, 0), 0.0), ((0, 1), 1.0)])
+def test_mining_precision_of_the_diagnostics_tool(target_feature_at_0, expected):
+    from tools import mining_diagnostics
+
+    # 9 x 9 images: the 2 x 2 feature grid reads pixels (0, 0), (0, 8), (8, 0), (8, 8).
+    labels = np.zeros((1, 9, 9), np.int32)
+    labels[0, 0, 0] = labels[0, 0, 8] = 1     # class 1 on two cells: |S_1| = 1
+    labels[0, 8, 0] = 2                       # class 2 on one cell: |S_2| = 0
+    hidden = np.zeros((1, 9, 9), np.int32)
+    hidden[0, 0, 0] = 2
+    hidden[0, 0, 8] = hidden[0, 8, 8] = 1     # class 1 on 2 of the 4 target cells
+    feats = np.full((2, 2, 2, 2), 0.5, np.float32)
+    feats[0, 0, :] = [1, 0]                   # the labeled class-1 cells: r_1 = (1, 0)
+    feats[1, 0, 0] = target_feature_at_0      # target cell 0 (hidden class 2)
+    feats[1, 0, 1] = [0, 1] if target_feature_at_0 == (1, 0) else [1, 0]
+    logits = np.zeros((2, 2, 2, 3), np.float32)
+    batch = {"labeled": {"image": _f32(np.zeros((1, 9, 9, 3))),
+                         "human_region": _f32(np.ones((1, 9, 9, 1))), "labels": _i32(labels)},
+             "unlabeled": {"image": _f32(np.zeros((1, 9, 9, 3))),
+                           "human_region": _f32(np.ones((1, 9, 9, 1))),
+                           "diagnostic_labels": _i32(hidden)}}
+    out = mining_diagnostics.mining_precision(
+        _fake_network(feats, logits), [batch], num_classes=3,
+        options=losses.MiningOptions(), training=False)
+    assert out["mined"] == 1
+    assert out["precision"] == expected
+    assert out["chance"] == pytest.approx(0.5)     # 2 of the 4 region cells are class 1
+    assert out["per_class"] == {1: expected, 2: None}
