@@ -52,27 +52,6 @@ FC6_DILATION = 12
 FC8_INIT_STDDEV = 0.01
 
 
-# Normalisation options (`norm`): "none" is the paper's network, the only one that takes
-# the VGG16 ImageNet weights; "batch" and "group" are for training from random
-# initialisation.
-NORMS = ("none", "batch", "group")
-# GroupNorm: at most this many groups, and at least this many channels in a group.
-GROUP_NORM_GROUPS = 32
-GROUP_NORM_MIN_CHANNELS = 4
-
-
-def _norm_layer(norm, channels, name, dtype=None):
-    """The normalisation layer of `norm` ("batch" or "group") for `channels` channels."""
-    if norm == "batch":
-        # Synchronised: under MirroredStrategy the statistics are those of the global
-        # batch, so training on N replicas equals training on one device.
-        return keras.layers.BatchNormalization(synchronized=True, name=name, dtype=dtype)
-    groups = max(1, min(GROUP_NORM_GROUPS, channels // GROUP_NORM_MIN_CHANNELS))
-    while channels % groups:
-        groups -= 1
-    return keras.layers.GroupNormalization(groups=groups, name=name, dtype=dtype)
-
-
 # fc6's implementation (`fc6_impl`): "taps" (per-tap products, fast on CPU), "conv"
 # (TensorFlow's dilated convolution), or "auto": conv where a GPU is visible, else taps.
 FC6_IMPLS = ("auto", "taps", "conv")
@@ -106,7 +85,6 @@ def build_deeplab_largefov(*,
                            num_classes,
                            width_multiplier=1.0,
                            dropout_rate=0.5,
-                           norm="none",
                            fc6_impl="auto",
                            dtype_policy=None,
                            name="deeplab_largefov"):
@@ -117,12 +95,6 @@ def build_deeplab_largefov(*,
         width_multiplier: float > 0 scaling every channel count (1.0 is the paper's
             network; 0.25 keeps tests and CPU demos small).
         dropout_rate: float in [0, 1), dropout after fc6 and after fc7.
-        norm: "none" (the paper's network), "batch" or "group": a normalisation layer
-            between every convolution of conv1-conv5, fc6 and fc7 and its ReLU, for
-            training from random initialisation (see NORMS). With a norm the
-            convolutions have no bias and a He-normal kernel initialisation; fc8 is
-            unchanged. "batch" uses synchronised statistics under a distribution
-            strategy (the statistics of the global batch).
         fc6_impl: how fc6 is computed, one of FC6_IMPLS ("auto": the convolution
             where a GPU is visible, else per tap; `resolve_fc6_impl`). Same variables
             and outputs either way.
@@ -150,9 +122,6 @@ def build_deeplab_largefov(*,
     if not isinstance(dropout_rate, (int, float)) or not 0 <= dropout_rate < 1:
         raise ValueError(f"build_deeplab_largefov: `dropout_rate` must be in [0, 1), "
                          f"got {dropout_rate!r}")
-    if norm not in NORMS:
-        raise ValueError(f"build_deeplab_largefov: `norm` must be one of {NORMS}, "
-                         f"got {norm!r}")
     fc6_form = resolve_fc6_impl(fc6_impl)
     fc_channels = scaled_channels(FC_CHANNELS, width_multiplier)
     # The dtype policy of every layer between the preprocessing and the masking layer;
@@ -164,14 +133,9 @@ def build_deeplab_largefov(*,
     preprocess = VGGPreprocessing(name="preprocess", dtype="float32")
 
     def conv_unit(conv_class, filters, kernel_size, name, **kwargs):
-        """[conv, ReLU] (norm "none", the paper's) or [conv, norm, ReLU], as layers."""
-        if norm == "none":
-            return [conv_class(filters, kernel_size, activation="relu", name=name,
-                               dtype=dtype, **kwargs)]
-        return [conv_class(filters, kernel_size, use_bias=False,
-                           kernel_initializer="he_normal", name=name, dtype=dtype, **kwargs),
-                _norm_layer(norm, filters, f"{name}_{norm}norm", dtype),
-                keras.layers.ReLU(name=f"{name}_relu", dtype=dtype)]
+        """[the convolution with its ReLU], as a list of layers."""
+        return [conv_class(filters, kernel_size, activation="relu", name=name,
+                           dtype=dtype, **kwargs)]
 
     blocks = []
     for block, num_convs, channels in VGG16_BLOCKS:

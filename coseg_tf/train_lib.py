@@ -59,7 +59,6 @@ class TrainConfig:
     init: str = "vgg16"
     init_weights: Optional[str] = None
     dropout_rate: float = 0.5
-    norm: str = "none"
     fc6_impl: str = "auto"
     mixed_precision: str = "off"
     method: str = "coseg"
@@ -167,13 +166,6 @@ def validate(config: TrainConfig):
         _check_init_run(config, scheme)
     elif config.init != "random":
         raise ConfigError(f"--init={config.init!r}: vgg16, run or random")
-    if config.norm not in model_lib.NORMS:
-        raise ConfigError(f"--norm={config.norm!r} is not one of {', '.join(model_lib.NORMS)}")
-    if config.norm != "none" and config.init == "vgg16":
-        raise ConfigError(f"--norm={config.norm} cannot start from --init=vgg16: the "
-                          "ImageNet VGG16 weights belong to the network without "
-                          "normalisation (--norm=none, the paper's); use --init=random "
-                          "with a norm")
     if config.fc6_impl not in model_lib.FC6_IMPLS:
         raise ConfigError(f"--fc6_impl={config.fc6_impl!r} is not one of "
                           f"{', '.join(model_lib.FC6_IMPLS)}")
@@ -286,7 +278,7 @@ def build_trainer(config: TrainConfig, scheme, *, steps_per_execution=1):
     keras.utils.set_random_seed(config.seed)
     network = model_lib.build_deeplab_largefov(
         num_classes=scheme.num_classes, width_multiplier=config.width_multiplier,
-        dropout_rate=config.dropout_rate, norm=config.norm, fc6_impl=config.fc6_impl,
+        dropout_rate=config.dropout_rate, fc6_impl=config.fc6_impl,
         dtype_policy=precision.policy_name(config.mixed_precision))
     if config.init == "vgg16":
         weights_lib.load_vgg16_weights(network, config.init_weights)
@@ -514,6 +506,3 @@ def _check_init_run(config, scheme):
     if info.get("width_multiplier") != config.width_multiplier:
         raise ConfigError(f"--init_weights: {source} has --width_multiplier="
                           f"{info.get('width_multiplier')}, this run {config.width_multiplier}")
-    if info.get("norm", "none") != config.norm:
-        raise ConfigError(f"--init_weights: {source} has --norm={info.get('norm', 'none')}, "
-                          f"this run --norm={config.norm}")

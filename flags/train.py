@@ -59,10 +59,6 @@ def define_model_flags():
                         "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5; --init=run: a "
                         "run directory or one of its checkpoints.")
     flags.DEFINE_float("dropout_rate", 0.5, "Dropout after fc6 and fc7.")
-    flags.DEFINE_enum("norm", "none", ["none", "batch", "group"],
-                      "Normalisation after every convolution of conv1-fc7, for training from "
-                      "--init=random: none (the paper's network; the only choice with "
-                      "--init=vgg16), batch (synchronised BatchNorm) or group (GroupNorm).")
     defaults = train_lib.TrainConfig
     flags.DEFINE_enum("fc6_impl", defaults.fc6_impl, list(model_lib.FC6_IMPLS),
                       "How fc6 (3x3, dilation 12) is computed: taps (one matmul per kernel "

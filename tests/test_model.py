@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from coseg_tf.layers import DilatedConv2D
 from coseg_tf.masking import HumanMasking
-from coseg_tf.model import (NORMS, VGG16_CONV_NAMES, build_deeplab_largefov,
+from coseg_tf.model import (VGG16_CONV_NAMES, build_deeplab_largefov,
                             resolve_fc6_impl)
 
 NUM_CLASSES = 6
@@ -156,7 +156,7 @@ def test_mixed_precision_outputs_stay_float32():
 
 def test_dtype_policy_reaches_every_layer_between_preprocessing_and_masking():
     model = build_deeplab_largefov(num_classes=3, width_multiplier=0.0625,
-                                   dtype_policy="mixed_bfloat16", norm="group")
+                                   dtype_policy="mixed_bfloat16")
     assert keras.config.dtype_policy().name == "float32"  # the global one is untouched
     float32_layers = {"image", "human_region", "preprocess", "masking", "fc8"}
     for layer in model.layers:
@@ -178,14 +178,13 @@ def test_fc6_impl_auto_is_taps_on_cpu_and_conv_with_a_gpu():
         resolve_fc6_impl("cudnn")
 
 
-@pytest.mark.parametrize("norm", NORMS)
-def test_fc6_taps_and_conv_agree_in_values_and_gradients(norm, tmp_path):
+def test_fc6_taps_and_conv_agree_in_values_and_gradients(tmp_path):
     """The two forms of fc6 hold the same weights and compute the same network."""
     networks = {}
     for impl in ("taps", "conv"):
         keras.utils.set_random_seed(3)
         networks[impl] = build_deeplab_largefov(num_classes=NUM_CLASSES,
-                                                width_multiplier=0.125, norm=norm,
+                                                width_multiplier=0.125,
                                                 fc6_impl=impl, dropout_rate=0.0)
         assert networks[impl].get_layer("fc6").implementation == impl
     taps, conv = networks["taps"], networks["conv"]
@@ -199,7 +198,7 @@ def test_fc6_taps_and_conv_agree_in_values_and_gradients(norm, tmp_path):
 
     def values_and_gradients(network):
         with tf.GradientTape() as tape:
-            # training=True: batch statistics for norm="batch" (dropout is 0).
+            # training=True (dropout is 0).
             logits = network(inputs, training=True)["logits"]
             loss = tf.reduce_sum(logits * weighting)
         return logits, tape.gradient(loss, network.trainable_variables)

@@ -175,12 +175,12 @@ def test_config_json_missing_a_newer_flag_counts_its_default(tfrecords, stopped_
     is refused with another value."""
     model_dir = _copy(stopped_run, tmp_path)
     recorded = json.loads((model_dir / "config.json").read_text())
-    del recorded["norm"]
+    del recorded["dropout_rate"]
     (model_dir / "config.json").write_text(json.dumps(recorded))
     assert run_dir.changed_flags(recorded, _config(tfrecords, model_dir)) == [
         ("model_dir", str(stopped_run), str(model_dir))]
-    assert run_dir.changed_flags(recorded, _config(tfrecords, model_dir, norm="group"))[
-        -1] == ("norm", "none", "group")
+    assert run_dir.changed_flags(recorded, _config(tfrecords, model_dir, dropout_rate=0.3))[
+        -1] == ("dropout_rate", 0.5, 0.3)
 
 
 # === Case 4: a restart behaves as if it had never stopped ===
@@ -246,11 +246,13 @@ def test_model_json_records_every_network_argument_and_reads_back(tfrecords, sto
     from coseg_tf import model as model_lib
 
     info = json.loads((stopped_run / "model.json").read_text())
-    assert set(run_dir.network_args()) <= set(info)  # width_multiplier, dropout_rate, norm
-    assert info["norm"] == "none" and info["width_multiplier"] == 0.0625
-    # A model.json of an earlier version (no norm, no dropout_rate) builds with the
-    # builder's defaults.
-    old = {k: v for k, v in info.items() if k not in ("norm", "dropout_rate")}
+    assert set(run_dir.network_args()) <= set(info)  # width_multiplier, dropout_rate, fc6_impl
+    assert info["fc6_impl"] == "auto" and info["width_multiplier"] == 0.0625
+    assert info["mixed_precision"] == "off" and "dtype_policy" not in info
+    # A model.json of an earlier version (no fc6_impl, no dropout_rate; or with a key
+    # the builder no longer takes, such as "norm") builds with the builder's defaults.
+    old = {k: v for k, v in info.items() if k not in ("fc6_impl", "dropout_rate")}
+    old["norm"] = "none"
     network = run_dir.build_network(old)
     reference = model_lib.build_deeplab_largefov(num_classes=6, width_multiplier=0.0625)
     assert [w.shape for w in network.weights] == [w.shape for w in reference.weights]
