@@ -27,7 +27,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_RECIPE = "recipes/cpu_small.flags"
 DEMO_NUM_IMAGES = 300
 DEMO_IMAGE_SIZE = 240
-WARMUP_STEPS = 800
+WARMUP_STEPS = 600
 
 
 def find_recipe(path):
