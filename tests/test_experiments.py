@@ -74,32 +74,32 @@ def test_sweep_aggregates_over_seeds(tmp_path, recipe):
     data, runs, kept = tmp_path / "data", tmp_path / "runs", tmp_path / "kept"
     args = [f"--data_dir={data}", f"--run_dir={runs}", f"--recipe={recipe}",
             "--num_images=16", "--image_size=80", "--num_labeled=2", "--seeds=0,1",
-            "--methods=supervised,coseg,gmp,em_adapt,coseg_w1_agreement",
+            "--methods=supervised,coseg_w1_agreement,gmp",
             "--warmup_steps=2", f"--results_dir={kept}"]
     proc = _run("sweep.py", args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     sweep = json.loads((runs / "sweep.json").read_text())
-    assert len(sweep["runs"]["all4"]) == 5 * 2 + 1
+    assert len(sweep["runs"]["all4"]) == 3 * 2 + 1
     rows = {(r["method"], r["num_labeled"]): r for r in sweep["rows"]["all4"]}
-    assert set(rows) == {("supervised", 2), ("coseg", 2), ("gmp", 2), ("em_adapt", 2),
-                         ("coseg_w1_agreement", 2), ("supervised_all", None)}
-    assert rows[("coseg", 2)]["seeds"] == [0, 1]
+    assert set(rows) == {("supervised", 2), ("gmp", 2), ("coseg_w1_agreement", 2),
+                         ("supervised_all", None)}
+    coseg = rows[("coseg_w1_agreement", 2)]
+    assert coseg["seeds"] == [0, 1]
     # Two checkpoints of 2 steps: the final and the last-k views are both there.
-    evals = sweep["runs"]["all4"]["coseg_nf2_seed0"]["eval"]
+    evals = sweep["runs"]["all4"]["coseg_w1_agreement_nf2_seed0"]["eval"]
     assert set(evals) == {"last", "epoch-0001", "epoch-0002"}
-    assert "mining" in rows[("coseg", 2)]
+    assert "mining" in coseg
     # mining precision over training: one point per interval, averaged over seeds
-    assert len(rows[("coseg", 2)]["mining_curve"]) == 2
+    assert len(coseg["mining_curve"]) == 2
     table = (runs / "SWEEP.md").read_text()
     assert "| Method | n_f | seeds | head | body | hand | leg | mean | mean (last 3) |" in table
     assert "| gmp (image labels) | 2 | 2 |" in table
-    assert "| em_adapt (image labels) | 2 | 2 |" in table
     assert "÷ chance over training" in table
     root = runs / "all4"
     # only the image-label runs recorded (and read) image-level labels
-    for name in ("gmp_nf2_seed0", "em_adapt_nf2_seed1"):
+    for name in ("gmp_nf2_seed0", "gmp_nf2_seed1"):
         assert (root / name / "image_labels.tsv").exists()
-    for name in ("coseg_nf2_seed0", "supervised_nf2_seed1", "supervised_all"):
+    for name in ("coseg_w1_agreement_nf2_seed0", "supervised_nf2_seed1", "supervised_all"):
         assert not (root / name / "image_labels.tsv").exists()
     # the mining option reached the run's config
     config = json.loads((root / "coseg_w1_agreement_nf2_seed0" / "config.json").read_text())
@@ -109,7 +109,7 @@ def test_sweep_aggregates_over_seeds(tmp_path, recipe):
     for seed in (0, 1):
         warm = json.loads((root / f"warmup_nf2_seed{seed}" / "config.json").read_text())
         assert warm["method"] == "supervised" and warm["labeled_seed"] == seed
-        for m in ("supervised", "coseg", "gmp", "em_adapt"):
+        for m in ("supervised", "coseg_w1_agreement", "gmp"):
             config = json.loads((root / f"{m}_nf2_seed{seed}" / "config.json").read_text())
             assert config["init"] == "run"
             assert config["init_weights"] == str(root / f"warmup_nf2_seed{seed}")
@@ -117,8 +117,8 @@ def test_sweep_aggregates_over_seeds(tmp_path, recipe):
         "init_weights"] == str(root / "warmup_all")
     assert "2 supervised warm-up steps" in table
     # Every finished run left its small result JSON (evaluations, history, config).
-    kept_run = json.loads((kept / "all4" / "coseg_nf2_seed1.json").read_text())
-    assert kept_run["eval"] == sweep["runs"]["all4"]["coseg_nf2_seed1"]["eval"]
+    kept_run = json.loads((kept / "all4" / "coseg_w1_agreement_nf2_seed1.json").read_text())
+    assert kept_run["eval"] == sweep["runs"]["all4"]["coseg_w1_agreement_nf2_seed1"]["eval"]
     assert len(kept_run["history"]) == 2 and kept_run["config"]["labeled_seed"] == 1
     # A second process can tabulate what is finished without training anything.
     again = _run("sweep.py", args + ["--aggregate_only"])
