@@ -148,12 +148,14 @@ def save_weights_atomic(model, file_path: str) -> None:
 def network_args() -> tuple:
     """The arguments of `model.build_deeplab_largefov` that model.json records.
 
-    Every keyword of the builder but `num_classes` (recorded on its own) and `name`:
-    a new builder argument is recorded and read back without a change here; a
-    model.json written before it existed builds with the builder's default.
+    Every keyword of the builder but `num_classes` (recorded on its own), `name` and
+    `dtype_policy` (the run's precision is recorded as "mixed_precision"; a network is
+    rebuilt in float32 whatever it trained in, `build_network`): a new builder argument
+    is recorded and read back without a change here; a model.json written before it
+    existed builds with the builder's default.
     """
     params = inspect.signature(model_lib.build_deeplab_largefov).parameters
-    return tuple(n for n in params if n not in ("num_classes", "name"))
+    return tuple(n for n in params if n not in ("num_classes", "name", "dtype_policy"))
 
 
 def model_info(config, scheme) -> dict:

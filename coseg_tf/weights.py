@@ -66,8 +66,14 @@ def fetch_vgg16_weights() -> str:
 
     origin = VGG16_WEIGHTS_ORIGIN
     # Keras' own default ($KERAS_HOME, else ~/.keras), spelled out to find the file.
-    cache_dir = VGG16_CACHE_DIR or os.environ.get("KERAS_HOME") or os.path.join(
-        os.path.expanduser("~"), ".keras")
+    cache_dir = os.path.expanduser(VGG16_CACHE_DIR or os.environ.get("KERAS_HOME")
+                                   or os.path.join("~", ".keras"))
+    try:  # get_file falls back to /tmp/.keras for a directory that does not exist yet
+        os.makedirs(cache_dir, exist_ok=True)
+    except OSError:
+        pass  # not writable: get_file's own fallback, /tmp/.keras
+    if not os.access(cache_dir, os.W_OK):
+        cache_dir = os.path.join("/tmp", ".keras")
     advice = (f"pass --init_weights=PATH to a local copy of {VGG16_WEIGHTS_FILE} (the "
               "file keras.applications.VGG16(include_top=False) downloads), or train "
               "with --init=random")
@@ -76,7 +82,7 @@ def fetch_vgg16_weights() -> str:
                                     file_hash=VGG16_WEIGHTS_MD5, hash_algorithm="md5",
                                     cache_dir=cache_dir)
     except ValueError as e:  # "Incomplete or corrupted file detected": the hash differs
-        cache = os.path.join(os.path.expanduser(cache_dir), "models", VGG16_WEIGHTS_FILE)
+        cache = os.path.join(cache_dir, "models", VGG16_WEIGHTS_FILE)
         if os.path.exists(cache):
             os.remove(cache)
         raise WeightsUnavailableError(

@@ -175,3 +175,57 @@ def test_bad_record_in_ignores_other_errors():
     with pytest.raises(tf.errors.InvalidArgumentError) as err:
         tf.debugging.Assert(False, ["something else"])
     assert decode.bad_record_in(err.value) is None
+
+
+# === Box-only records (the unlabeled pool) ===
+
+def _boxes_only(image_id="b"):
+    arrays = ph.synthetic_arrays(image_id, height=8, width=10)
+    return arrays, records.make_example(jpeg=ph.jpeg_bytes(arrays["image"]),
+                                        image_id=image_id, height=8, width=10,
+                                        boxes=arrays["boxes"])
+
+
+@pytest.mark.parametrize("where", ["eager", "dataset"])
+def test_a_box_only_record_decodes_with_empty_maps(where):
+    arrays, serialized = _boxes_only()
+    out = (decode.decode_example(serialized) if where == "eager"
+           else _decode_in_dataset(serialized))
+    np.testing.assert_array_equal(out["boxes"].numpy(), arrays["boxes"])
+    assert out["image"].shape == (8, 10, 3)
+    assert not out["parts_fine"].numpy().any() and not out["person_mask"].numpy().any()
+    assert out["parts_fine"].shape == (8, 10)
+
+
+def test_a_box_only_record_is_refused_where_parts_are_required():
+    _, serialized = _boxes_only("2009_x")
+    with pytest.raises(tf.errors.InvalidArgumentError) as err:
+        decode.decode_example(serialized, require_parts=True)
+    image_id, problem = decode.bad_record_in(err.value)
+    assert image_id == "2009_x" and "carries no part labels" in problem
+    # A record that says it carries parts must have them.
+    broken = _example_without(serialized, replace={
+        schema.KEY_ANNOTATION: feature_pb2.Feature(
+            bytes_list=feature_pb2.BytesList(value=[b"parts"]))})
+    with pytest.raises(tf.errors.InvalidArgumentError, match="person/mask, parts/fine"):
+        decode.decode_example(broken)
+
+
+def test_a_part_id_is_checked_against_the_records_own_vocabulary():
+    arrays = ph.synthetic_arrays("v", height=8, width=8, seed=2)
+    small = schema.Vocabulary(["a", "b", "c"])
+    fine = np.minimum(arrays["parts_fine"], 3)
+    ok = records.make_example(jpeg=ph.jpeg_bytes(arrays["image"]), image_id="v", height=8,
+                              width=8, boxes=arrays["boxes"],
+                              person_mask=arrays["person_mask"], parts_fine=fine,
+                              vocabulary=small)
+    np.testing.assert_array_equal(decode.decode_example(ok)["parts_fine"].numpy(), fine)
+    fine = fine.copy()
+    fine[0, 0] = 4
+    bad = records.make_example(jpeg=ph.jpeg_bytes(arrays["image"]), image_id="v", height=8,
+                               width=8, boxes=arrays["boxes"],
+                               person_mask=arrays["person_mask"], parts_fine=fine,
+                               vocabulary=small)
+    with pytest.raises(tf.errors.InvalidArgumentError) as err:
+        decode.decode_example(bad)
+    assert "part id 4, outside the part vocabulary 0..3" in decode.bad_record_in(err.value)[1]

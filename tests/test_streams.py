@@ -402,3 +402,41 @@ def test_eval_dataset_whole_images(split):
         # (rectangles), so the two modes agree here.
         np.testing.assert_array_equal(b["human_region"][0, ..., 0],
                                       (a["person_mask"] > 0).astype(np.float32))
+
+
+# === Box-only records (make_tfrecords.py --source=boxes_only) ===
+
+def _write_boxes_only(directory, n=3):
+    from pipelines import records
+
+    examples = []
+    for i in range(n):
+        arrays = ph.synthetic_arrays(f"box_{i}", height=14, width=18, seed=20 + i)
+        examples.append(records.make_example(
+            jpeg=ph.jpeg_bytes(arrays["image"]), image_id=arrays["id"], height=14,
+            width=18, boxes=arrays["boxes"]))
+    return ph.write_tfrecord(directory / "boxes-00000-of-00001.tfrecord", examples)
+
+
+def test_the_unlabeled_stream_reads_box_only_and_labeled_records_together(split, tmp_path):
+    pattern, _ = split
+    boxes = _write_boxes_only(tmp_path)
+    ds = streams.unlabeled_dataset(f"{pattern},{boxes}", batch_size=4, crop_size=CROP,
+                                   shuffle_buffer=16, seed=3)
+    seen = set()
+    for batch in _first(ds, 6):
+        assert set(batch) == {"image", "human_region", "id"}
+        seen |= {i.decode() for i in batch["id"]}
+    assert {"box_0", "box_1", "box_2"} <= seen and len(seen) > 3
+
+
+def test_a_box_only_record_in_the_labeled_stream_is_refused_naming_it(tmp_path):
+    from pipelines import decode
+
+    boxes = _write_boxes_only(tmp_path, n=2)
+    ds = streams.labeled_dataset(boxes, ids=["box_0"], scheme="all4", batch_size=1,
+                                 crop_size=CROP)
+    with pytest.raises(tf.errors.InvalidArgumentError) as err:
+        _first(ds)
+    image_id, problem = decode.bad_record_in(err.value)
+    assert image_id == "box_0" and "carries no part labels" in problem
