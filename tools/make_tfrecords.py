@@ -1,44 +1,70 @@
-r"""Converts Pascal VOC images + Pascal-Part annotations into coseg_tf TFRecords.
+r"""Converts images and their annotations into coseg_tf TFRecords, from one of three sources.
 
-Expected input (the three directories are given separately; these are their usual
-places):
+--source (tools/sources.py) says what the inputs are:
 
-  VOCdevkit/VOC2010/
-  ├── JPEGImages/          --images_dir           ID.jpg (the image, copied as is)
-  └── Annotations/         --voc_annotations_dir  ID.xml (optional: person boxes)
-  trainval/Annotations_Part/
-  └── ID.mat               --pascal_part_dir      the Pascal-Part annotation of ID
-  train_id.txt             --split_list           optional: one id a line; without
-                                                  it every ID.mat is converted (sorted)
+  pascal_part (default): Pascal VOC images + Pascal-Part annotations
+    VOCdevkit/VOC2010/
+    ├── JPEGImages/        --images_dir           ID.jpg (the image, copied as is)
+    └── Annotations/       --voc_annotations_dir  ID.xml (optional: person boxes)
+    trainval/Annotations_Part/
+    └── ID.mat             --pascal_part_dir      the Pascal-Part annotation of ID
+  label_png: images + PNG label maps (Pascal-Person-Part's usual release, LIP, CIHP,
+  ATR, your own), tools/label_png.py
+    images/ID.jpg          --images_dir
+    labels/ID.png          --labels_dir           palette or grey PNG, value = label
+    vocabulary.txt         --vocabulary           the name of each value, from 0
+    [--voc_annotations_dir or --coco_file]        optional person boxes; default one
+                                                  box per connected labeled region
+  boxes_only: images + person boxes, no part labels (the unlabeled pool),
+  tools/boxes_only.py
+    photos/ID.jpg          --images_dir
+    --voc_annotations_dir or --coco_file [--min_score]   the boxes: VOC XML, a COCO
+                           instances file (crowds skipped and counted) or COCO-format
+                           detection results (boxes under --min_score dropped and
+                           counted); an image left without a box is skipped, counted
+  train_id.txt             --split_list           optional (every source): one id a
+                                                  line; without it every ID.mat, ID.png
+                                                  label map or image, sorted
 
-Output (--output_dir), for --split_name=train --num_shards=4:
+Output (--output_dir), for --split_name=train --num_shards=4 (names:
+`pipelines.dataset_files`):
 
   train-00000-of-00004.tfrecord
   ...
   train-00003-of-00004.tfrecord
-  train.manifest.json      schema version, counts, the written ids in shard order with
-                           their person counts, each skipped id and why, the part
-                           vocabulary, the sources and the arguments
+  train.manifest.json      schema version, the source and what its records carry
+                           ("annotation": parts or boxes), the vocabulary, counts (what
+                           was written, skipped and why, dropped crowds and scores), the
+                           written ids in shard order with their person counts, each
+                           skipped id and why, the box source, the inputs and arguments
 
 Each record is a `tf.train.Example` written by `pipelines.records.make_example` (the one
 format of `pipelines/schema.py`) with the feature keys:
 
-  image/encoded   bytes    the original JPEG bytes; for a JPEG whose EXIF Orientation
-                           tag is 2..8, the upright image re-encoded (same quantization)
-  image/id        bytes    image id, e.g. b"2008_000652"
-  image/height    int64
-  image/width     int64
-  human/boxes     float[]  N x 4 flattened, normalized (ymin, xmin, ymax, xmax)
-  person/mask     bytes    PNG, uint8, 0 = no person, k = k-th person object (file order)
-  parts/fine      bytes    PNG, uint8, 0 = no part, i = schema.PART_NAMES[i - 1]; the
-                           person objects' parts painted in file order, a later part
-                           over an earlier one (parts of other objects are ignored)
+  image/encoded     bytes    the original JPEG bytes; for a JPEG whose EXIF Orientation
+                             tag is 2..8, the upright image re-encoded (same quantization)
+  image/id          bytes    image id, e.g. b"2008_000652"
+  image/height      int64
+  image/width       int64
+  human/boxes       float[]  N x 4 flattened, normalized (ymin, xmin, ymax, xmax)
+  annotation/kind   bytes    b"parts" (pascal_part, label_png) or b"boxes" (boxes_only)
+  and for b"parts" only:
+  person/mask       bytes    PNG, uint8, 0 = no person, k = k-th person (pascal_part: the
+                             k-th person object in file order; label_png: the k-th
+                             connected labeled region)
+  parts/fine        bytes    PNG, uint8, 0 = no part, i = the i-th vocabulary name
+                             (pascal_part: the person objects' parts painted in file
+                             order, a later part over an earlier one, parts of other
+                             objects ignored; label_png: the PNG's values as they are)
+  parts/vocabulary  bytes[]  the vocabulary (pascal_part: schema.PART_NAMES)
 
 Boxes (pixel i covers [i, i + 1)):
-- without --voc_annotations_dir, one box per person object: the tight box of its mask,
-  (rmin / H, cmin / W, (rmax + 1) / H, (cmax + 1) / W);
-- with it, every <object> named "person" of ID.xml; VOC boxes are 1-based and inclusive,
-  so ((ymin - 1) / H, (xmin - 1) / W, ymax / H, xmax / W), clipped to [0, 1].
+- pascal_part without a box file: one box per person object, the tight box of its mask,
+  (rmin / H, cmin / W, (rmax + 1) / H, (cmax + 1) / W); label_png without one: the tight
+  box of each connected labeled region (persons who touch share one);
+- VOC XML: every <object> named "person" of ID.xml; VOC boxes are 1-based and
+  inclusive, so ((ymin - 1) / H, (xmin - 1) / W, ymax / H, xmax / W), clipped to [0, 1];
+- COCO: bbox [x, y, w, h] -> (y / H, x / W, (y + h) / H, (x + w) / W), clipped.
 
 Orientation: annotations refer to the upright image a viewer shows. A JPEG whose EXIF
 Orientation tag is 2..8 is turned upright (the pipeline's tf.io.decode_jpeg ignores
@@ -48,11 +74,16 @@ is a JPEG (Pillow calls some "MPO"); every image is decoded once by the pipeline
 decoder (pipelines.decode.check_jpeg) before it is written, so what the converter
 accepts is what the training pipeline reads.
 
-Images without a person are skipped ("no person"). Bad input (a missing, empty, corrupt
-or truncated JPEG, or one TensorFlow cannot decode; a missing, truncated or malformed .mat; a mask whose size differs
-from the image; an unknown person part name; an id with no files; a broken XML; a file
-name that is not UTF-8; an image of more than --max_pixels pixels, 25 megapixels by
-default, checked from the JPEG header before anything large is read) is skipped and listed in the manifest with the message naming the file and the problem
+Images without a person are skipped ("no person": no person object, an all-0 label
+map, no person box). Bad input (a missing, empty, corrupt or truncated JPEG, or one
+TensorFlow cannot decode; an image in another format, such as a PNG photo: the records
+hold JPEGs; a missing, truncated or malformed .mat; a mask or label map whose size
+differs from the image; an unknown person part name; a label value the vocabulary does
+not name; a colour PNG as a label map; an id with no files; a broken XML; an image a
+COCO instances file does not list; a file name that is not UTF-8; an image of more than
+--max_pixels pixels, 25 megapixels by default, checked from the JPEG header before
+anything large is read) is skipped and listed in the manifest with the message naming
+the file and the problem
 (--on_error=skip), or stops the run with exit code 1 and no output files
 (--on_error=fail).
 
@@ -71,7 +102,7 @@ shard count are removed only once the new set is complete. Outputs of other spli
 never touched. Output goes through `tf.io.gfile`, so --output_dir may be gs://...; the
 inputs are read by worker processes without TensorFlow and must be local.
 
-Usage:
+Usage (README, "Your own data", for the other sources):
   python -m tools.make_tfrecords \
     --pascal_part_dir=trainval/Annotations_Part \
     --images_dir=VOCdevkit/VOC2010/JPEGImages \
