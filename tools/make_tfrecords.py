@@ -277,7 +277,7 @@ def convert(*, pascal_part_dir=None, images_dir=None, output_dir=None, split_nam
             on_error="skip", progress=True,
             max_pixels=source_images.DEFAULT_MAX_PIXELS, source="pascal_part",
             labels_dir=None, vocabulary=None, coco_file=None, min_score=None) -> dict:
-    """Converts one split to `output_dir/SPLIT-%05d-of-%05d.tfrecord` + SPLIT.manifest.json.
+    """Converts one split to shards + a manifest in output_dir (`dataset_files` names).
 
     Args:
       pascal_part_dir: pascal_part: directory of the Pascal-Part `ID.mat` files.
