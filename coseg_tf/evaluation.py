@@ -68,7 +68,7 @@ import tensorflow as tf
 from absl import logging
 
 from coseg_tf import errors, grid, run_dir
-from pipelines import decode, schema, streams, textfiles
+from pipelines import dataset_files, schema, streams, textfiles
 
 OUTPUT_STRIDE = grid.OUTPUT_STRIDE
 IGNORE_LABEL = schema.IGNORE_LABEL
@@ -237,16 +237,30 @@ def _iou_by_name(iou) -> Mapping:
     return iou
 
 
+def _class_names(scheme, metrics=None) -> list:
+    """The class names of a Scheme, of a metrics dict, or of a scheme's name (the
+    metrics' classes when they are of that scheme, else the built-in's)."""
+    if isinstance(scheme, schema.Scheme):
+        return list(scheme.class_names)
+    if isinstance(scheme, Mapping):  # a metrics dict
+        return list(scheme["class_names"])
+    if isinstance(metrics, Mapping) and metrics.get("parts") == scheme \
+            and "class_names" in metrics:
+        return list(metrics["class_names"])
+    return list(schema.get_scheme(str(scheme)).class_names)
+
+
 def table_columns(scheme) -> list:
     """Column names of the paper's row for `scheme` (a Scheme, its name, or metrics).
 
     head|body|hand|leg: [part, "others"] (Table 1); all4: head, body, hand, leg, mean
-    (Table 2); any other scheme (person_part6): its part classes and "mean".
+    (Table 2); any other scheme (person_part6, a JSON scheme): its part classes and
+    "mean".
     """
     name = _scheme_name(scheme)
     if name in PER_PART_SCHEMES:
         return [name, OTHERS_COLUMN]
-    return part_classes(schema.get_scheme(name).class_names) + ["mean"]
+    return part_classes(_class_names(scheme)) + ["mean"]
 
 
 def table_values(iou, scheme) -> list:
@@ -261,7 +275,7 @@ def table_values(iou, scheme) -> list:
     if name in PER_PART_SCHEMES:
         values = [by_name.get(name), by_name.get(schema.OTHER)]
     else:
-        parts = part_classes(schema.get_scheme(name).class_names)
+        parts = part_classes(_class_names(scheme, iou))
         values = [by_name.get(c) for c in parts]
         values.append(_none_if_nan(mean_of(values)))
     return [None if v is None else 100.0 * v for v in values]
@@ -343,8 +357,8 @@ def format_report(metrics: Mapping) -> str:
     lines = [f"{metrics['num_images']} images of {metrics['eval_data']}, "
              f"scheme {scheme}, {metrics['checkpoint']}",
              f"IoU (%) in the layout of the paper's {table}:",
-             "  " + format_table_header(scheme),
-             "  " + format_table_row(metrics, scheme),
+             "  " + format_table_header(metrics),
+             "  " + format_table_row(metrics, metrics),
              "per class:"]
     for name in metrics["class_names"]:
         value = metrics["iou"][name]
@@ -506,10 +520,13 @@ class ProgressBar:
       stream: where to write (stderr).
       enabled: False writes nothing.
       interval: seconds between redraws (a non-terminal gets a line every 10%).
+      label: the word the line starts with.
     """
 
-    def __init__(self, total, *, stream=None, enabled: bool = True, interval: float = 0.5):
+    def __init__(self, total, *, stream=None, enabled: bool = True, interval: float = 0.5,
+                 label: str = "eval"):
         self.total = total or None
+        self.label = label
         self.stream = stream or sys.stderr
         self.enabled = enabled
         self.interval = interval
@@ -524,8 +541,8 @@ class ProgressBar:
         if self.total:
             filled = int(30 * done / self.total)
             bar = "=" * filled + (">" if filled < 30 else "") + "." * max(29 - filled, 0)
-            return f"eval {done}/{self.total} [{bar}] {rate:.2f} images/s"
-        return f"eval {done} images, {rate:.2f} images/s"
+            return f"{self.label} {done}/{self.total} [{bar}] {rate:.2f} images/s"
+        return f"{self.label} {done} images, {rate:.2f} images/s"
 
     def update(self, done: int):
         if not self.enabled:
@@ -555,25 +572,8 @@ class ProgressBar:
 
 # === Files ===
 
-_SHARD_SUFFIX = re.compile(r"-\d{5}-of-\d{5}$")
-_EXTENSIONS = (".tfrecords", ".tfrecord", ".tfr", ".record")
-
-
-def split_name(files: Sequence[str], file_pattern: str) -> str:
-    """'val' for DIR/val-0000i-of-0000n.tfrecord; else a file-name-safe pattern basename."""
-    names = set()
-    for path in files:
-        name = os.path.basename(path)
-        for ext in _EXTENSIONS:
-            if name.endswith(ext):
-                name = name[:-len(ext)]
-                break
-        names.add(_SHARD_SUFFIX.sub("", name))
-    if len(names) == 1:
-        name = names.pop()
-    else:
-        name = os.path.basename(file_pattern.split(",")[0].strip().rstrip("/"))
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "data"
+# The split name of an evaluation directory (eval_<split>) is dataset_files'.
+split_name = dataset_files.split_name
 
 
 def resolve_saved_model(path: str) -> str:
@@ -593,7 +593,8 @@ def resolve_saved_model(path: str) -> str:
     return os.path.join(path, str(max(versions)))
 
 
-def _read_class_names(saved_model_dir: str):
+def read_class_names(saved_model_dir: str):
+    """The class names of an export (assets/class_names.txt); None when it has none."""
     path = os.path.join(saved_model_dir, "assets", CLASS_NAMES_ASSET)
     if not tf.io.gfile.exists(path):
         return None
@@ -603,7 +604,7 @@ def _read_class_names(saved_model_dir: str):
         raise ConfigError(f"--saved_model: {e}") from None
 
 
-def _read_saved_model_info(saved_model_dir: str) -> dict:
+def read_saved_model_info(saved_model_dir: str) -> dict:
     """The run's model.json that coseg_tf/export.py stores as an asset ({} if absent)."""
     path = os.path.join(saved_model_dir, "assets", MODEL_INFO_ASSET)
     if not tf.io.gfile.exists(path):
@@ -613,6 +614,15 @@ def _read_saved_model_info(saved_model_dir: str) -> dict:
     except (OSError, ValueError) as e:
         raise ConfigError(f"--saved_model: {e}") from None
     return info if isinstance(info, dict) else {}
+
+
+def _recorded_scheme(info: dict, flag: str):
+    """The scheme a model.json records (`schema.scheme_from_info`); ConfigError naming
+    the flag when it is unreadable."""
+    try:
+        return schema.scheme_from_info(info)
+    except ValueError as e:
+        raise ConfigError(f"{flag}: model.json: {e}") from None
 
 
 def _scheme_of_class_names(class_names):
@@ -649,12 +659,11 @@ def validate(config: EvalConfig) -> _Resolved:
     if not config.eval_data:
         raise ConfigError("--eval_data is required (TFRecords of tools/make_tfrecords.py)")
     try:
-        files = streams.list_files(config.eval_data)
         # Every file: a foreign shard among good ones would otherwise fail mid-run.
-        for path in files:
-            decode.check_schema(path)
+        data = dataset_files.check_files(config.eval_data, need_parts=True)
     except (ValueError, tf.errors.OpError) as e:
         raise ConfigError(f"--eval_data={config.eval_data}: {e}") from None
+    files = list(data.files)
     scales = tuple(config.scales)
     if not scales or any(isinstance(s, bool) or not isinstance(s, (int, float))
                          or not s > 0 for s in scales):
@@ -663,11 +672,12 @@ def validate(config: EvalConfig) -> _Resolved:
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ConfigError(f"--{name} must be an int >= 0, got {value!r}")
+    given = None
     if config.parts is not None:
         try:
-            schema.get_scheme(config.parts)
+            given = schema.load_scheme(config.parts)
         except ValueError as e:
-            raise ConfigError(f"--parts: {e}") from None
+            raise ConfigError(f"--parts={config.parts}: {e}") from None
     if config.human_region not in (None, "boxes", "instance"):
         raise ConfigError(f"--human_region={config.human_region!r}: boxes or instance")
 
@@ -680,14 +690,16 @@ def validate(config: EvalConfig) -> _Resolved:
             raise ConfigError(f"--model_dir: {e}") from None
         run_dir.require_checkpoint(config.model_dir, config.checkpoint)
         num_classes, model_parts = int(info["num_classes"]), info.get("parts")
+        model_scheme = _recorded_scheme(info, "--model_dir")
         where = f"the checkpoint of {config.model_dir} (model.json: parts={model_parts})"
         default_region = info.get("human_region", "boxes")
         output_dir = config.output_dir or os.path.join(config.model_dir, f"eval_{split}")
     else:
         saved_dir = resolve_saved_model(config.saved_model)
-        saved_names = _read_class_names(saved_dir)
-        saved_info = _read_saved_model_info(saved_dir)
+        saved_names = read_class_names(saved_dir)
+        saved_info = read_saved_model_info(saved_dir)
         guessed = _scheme_of_class_names(saved_names) if saved_names else None
+        model_scheme = _recorded_scheme(saved_info, "--saved_model") or guessed
         model_parts = saved_info.get("parts") or (guessed.name if guessed else None)
         num_classes = len(saved_names) if saved_names else saved_info.get("num_classes")
         where = f"the SavedModel {saved_dir} ({CLASS_NAMES_ASSET}: {saved_names})"
@@ -699,19 +711,25 @@ def validate(config: EvalConfig) -> _Resolved:
         else:
             output_dir = os.path.join(saved_dir, f"eval_{split}")
 
-    parts = config.parts or model_parts
-    if parts is None:
-        raise ConfigError(f"--parts is needed: the scheme of {where} is unknown")
+    scheme = given or model_scheme
+    if scheme is None:
+        raise ConfigError(f"--parts is needed: the scheme of {where} is unknown"
+                          + (f" (model.json names {model_parts!r}, not a built-in scheme)"
+                             if model_parts else ""))
+    parts = scheme.name
+    # The scheme over the evaluation data's vocabulary: every part it names must be in
+    # it (another vocabulary with the same names is fine: the merge is by name).
     try:
-        scheme = schema.get_scheme(parts)
+        scheme = scheme.bind(data.vocabulary)
     except ValueError as e:
-        raise ConfigError(f"--parts: {where}: {e}") from None
+        raise ConfigError(f"--eval_data={config.eval_data}: the scheme of "
+                          f"{'--parts' if given else where} does not fit it: {e}") from None
     if num_classes is not None and scheme.num_classes != num_classes:
         raise ConfigError(
             f"--parts={parts} has {scheme.num_classes} classes {list(scheme.class_names)} "
             f"but {where} has {num_classes} classes; pass the model's scheme "
             f"({model_parts or 'see its class names'}) or another model")
-    if model_parts and parts != model_parts:
+    if model_scheme is not None and not scheme.same_merge(model_scheme):
         logging.warning("--parts=%s differs from the model's scheme %s (same class count): "
                         "evaluating with the classes of %s", parts, model_parts, parts)
     return _Resolved(scheme=scheme, human_region=config.human_region or default_region,

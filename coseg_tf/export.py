@@ -220,7 +220,9 @@ class SegmentationServer(tf.Module):
       network: the functional model of `coseg_tf.model.build_deeplab_largefov`:
         inputs {"image", "human_region"}, outputs {"logits", ...}.
       class_names_path: a text file of the class names, one a line; it becomes the
-        asset `class_names.txt` (the file must exist until the module is saved).
+        asset `class_names.txt` (the file must exist until the module is saved). None
+        for a module that is only called, never saved (predict.py's run-directory
+        path calls `serve_boxes` in memory: the computation `serving_default` serves).
       model_info_path: optional JSON file of the run's model info (asset `model.json`).
       name: the module's name.
 
@@ -230,11 +232,12 @@ class SegmentationServer(tf.Module):
     >>> tf.saved_model.save(server, path, signatures=server.signatures())
     """
 
-    def __init__(self, network, class_names_path, model_info_path=None,
+    def __init__(self, network, class_names_path=None, model_info_path=None,
                  name="coseg_segmentation_server"):
         super().__init__(name=name)
         self.network = network
-        self.class_names_file = tf.saved_model.Asset(class_names_path)
+        if class_names_path is not None:
+            self.class_names_file = tf.saved_model.Asset(class_names_path)
         if model_info_path is not None:
             self.model_info_file = tf.saved_model.Asset(model_info_path)
 

@@ -149,20 +149,27 @@ def network_args() -> tuple:
     """The arguments of `model.build_deeplab_largefov` that model.json records.
 
     Every keyword of the builder but `num_classes` (recorded on its own), `name` and
-    `dtype_policy` (the run's precision is recorded as "mixed_precision"; a trained
-    network is always rebuilt in float32): a new builder argument is recorded and read
-    back without a change here; a model.json written before it existed builds with the
-    builder's default.
+    `dtype_policy` (the run's precision is recorded as "mixed_precision"; a network is
+    rebuilt in float32 whatever it trained in, `build_network`): a new builder argument
+    is recorded and read back without a change here; a model.json written before it
+    existed builds with the builder's default.
     """
     params = inspect.signature(model_lib.build_deeplab_largefov).parameters
     return tuple(n for n in params if n not in ("num_classes", "name", "dtype_policy"))
 
 
 def model_info(config, scheme) -> dict:
-    """The content of model.json for a run of `config` (a TrainConfig) on `scheme`."""
+    """The content of model.json for a run of `config` (a TrainConfig) on `scheme`.
+
+    Beside the network's arguments: the scheme as data ("scheme": its classes and the
+    vocabulary names each merges, `schema.Scheme.to_json`) and the vocabulary of the
+    training data ("vocabulary"), so that eval, export and predict know the class names
+    and can bind the scheme to other data (`schema.scheme_from_info`).
+    """
     info = {"architecture": "deeplab_largefov", "parts": scheme.name,
             "class_names": list(scheme.class_names), "num_classes": scheme.num_classes,
-            "human_region": config.human_region}
+            "human_region": config.human_region, "scheme": scheme.to_json(),
+            "vocabulary": scheme.vocabulary.to_json() if scheme.vocabulary else None}
     info.update({name: getattr(config, name) for name in network_args()
                  if hasattr(config, name)})
     # The precision it trained in (its variables are float32 under every policy).

@@ -31,7 +31,7 @@ from coseg_tf import precision
 from coseg_tf import run_dir
 from coseg_tf import trainer as trainer_lib
 from coseg_tf import weights as weights_lib
-from pipelines import decode, schema, streams, textfiles
+from pipelines import dataset_files, schema, streams, textfiles
 
 METHODS = trainer_lib.METHODS
 # Labeled sets up to this size are cached decoded (~0.6 MB an image at VOC size).
@@ -44,6 +44,7 @@ class TrainConfig:
     train_data: str
     model_dir: str
     val_data: Optional[str] = None
+    unlabeled_data: Optional[str] = None
     parts: str = "all4"
     human_region: str = "boxes"
     num_labeled: int = 10
@@ -92,12 +93,12 @@ class TrainConfig:
 IMAGE_LABELS_FILE = run_dir.IMAGE_LABELS_FILE
 
 
-def image_labels_text(train_data, scheme):
-    """The image-level labels of every training image as a TSV: id, then class names.
+def image_labels_text(unlabeled_data, scheme):
+    """The image-level labels of every unlabeled image as a TSV: id, then class names.
 
     What GMP and EM-Adapt read of the unlabeled images (background always present).
     """
-    labels = streams.image_level_labels(train_data, scheme=scheme)
+    labels = streams.image_level_labels(unlabeled_data, scheme=scheme)
     lines = ["# id\tclasses present (image-level labels read by --method=gmp|em_adapt)"]
     for image_id in sorted(labels):
         names = [scheme.class_names[c] for c, on in enumerate(labels[image_id]) if on > 0]
@@ -129,9 +130,9 @@ def validate(config: TrainConfig):
     Raises ConfigError naming the flag at fault, before anything is built or written.
     """
     try:
-        scheme = schema.get_scheme(config.parts)
+        scheme = schema.load_scheme(config.parts)
     except ValueError as e:
-        raise ConfigError(f"--parts: {e}") from None
+        raise ConfigError(f"--parts={config.parts}: {e}") from None
     if config.method not in METHODS:
         raise ConfigError(f"--method={config.method!r} is not one of {', '.join(METHODS)}")
     if config.human_region not in ("boxes", "instance"):
@@ -156,14 +157,15 @@ def validate(config: TrainConfig):
         raise ConfigError(f"--min_scale={config.min_scale} and --max_scale="
                           f"{config.max_scale}: need 0 < min_scale <= max_scale")
     if config.init == "vgg16":
-        if not config.init_weights:
-            raise ConfigError("--init=vgg16 needs --init_weights=PATH (a local "
-                              "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5); "
-                              "nothing is downloaded. Or pass --init=random.")
-        if not tf.io.gfile.exists(config.init_weights):
+        if config.width_multiplier != 1.0:
+            raise ConfigError(f"--init=vgg16 (ImageNet VGG16 weights: --init_weights, or "
+                              f"Keras' cached copy) needs --width_multiplier=1.0, got "
+                              f"{config.width_multiplier}; use --init=random for a "
+                              "narrower network")
+        if config.init_weights and not tf.io.gfile.exists(config.init_weights):
             raise ConfigError(f"--init_weights: no such file {config.init_weights}")
     elif config.init == "run":
-        _check_init_run(config, scheme)
+        pass  # checked below, once the scheme is bound to the data's vocabulary
     elif config.init != "random":
         raise ConfigError(f"--init={config.init!r}: vgg16, run or random")
     if config.fc6_impl not in model_lib.FC6_IMPLS:
@@ -172,17 +174,16 @@ def validate(config: TrainConfig):
     if config.mixed_precision not in precision.MIXED_PRECISION:
         raise ConfigError(f"--mixed_precision={config.mixed_precision!r} is not one of "
                           f"{', '.join(precision.MIXED_PRECISION)}")
-    for flag in ("train_data", "val_data"):
-        pattern = getattr(config, flag)
-        if pattern is None:
-            continue
+    scheme = check_data(config, scheme)
+    if config.init == "run":
+        _check_init_run(config, scheme)
+    elif config.init == "vgg16" and not config.init_weights:
+        # Keras' cached copy, fetched once (hash checked); the last check, since it may
+        # download 59 MB.
         try:
-            # Every file, not only the first: a shard of another schema among good
-            # ones would otherwise fail mid-run, inside the input pipeline.
-            for path in streams.list_files(pattern):
-                decode.check_schema(path)
-        except (ValueError, tf.errors.OpError) as e:
-            raise ConfigError(f"--{flag}={pattern}: {e}") from None
+            weights_lib.fetch_vgg16_weights()
+        except weights_lib.WeightsUnavailableError as e:
+            raise ConfigError(f"--init=vgg16 without --init_weights: {e}") from None
     all_ids = streams.read_ids(config.train_data)
     explicit = None
     if config.labeled_ids_file:
@@ -200,6 +201,69 @@ def validate(config: TrainConfig):
         flag = "labeled_ids_file" if explicit is not None else "num_labeled"
         raise ConfigError(f"--{flag}: {e}") from None
     return scheme, all_ids, labeled_ids
+
+
+def _check_files(config, flag, *, need_parts):
+    """`dataset_files.check_files` of --FLAG; ConfigError naming the flag."""
+    pattern = getattr(config, flag)
+    try:
+        # Every file, not only the first: a shard of another schema among good ones
+        # would otherwise fail mid-run, inside the input pipeline.
+        return dataset_files.check_files(pattern, need_parts=need_parts)
+    except (ValueError, tf.errors.OpError) as e:
+        raise ConfigError(f"--{flag}={pattern}: {e}") from None
+
+
+def check_data(config: TrainConfig, scheme: schema.Scheme) -> schema.Scheme:
+    """Checks the data flags; returns `scheme` bound to the training data's vocabulary.
+
+    --train_data and --val_data must carry parts, of one vocabulary, which the scheme
+    must cover (every part it names); --unlabeled_data may hold box-only records (the
+    unlabeled pool), but then nothing may read part labels of the unlabeled images
+    (--diagnostics, the image-label methods) and the human region must be the boxes.
+
+    Raises ConfigError naming the flag and the file.
+    """
+    train = _check_files(config, "train_data", need_parts=True)
+    try:
+        scheme = scheme.bind(train.vocabulary)
+    except ValueError as e:
+        raise ConfigError(f"--parts={config.parts} does not fit --train_data="
+                          f"{config.train_data}: {e}") from None
+    if config.val_data is not None:
+        val = _check_files(config, "val_data", need_parts=True)
+        if val.vocabulary != train.vocabulary:
+            raise ConfigError(
+                f"--val_data={config.val_data}: {val.files[0]} has the part vocabulary "
+                f"{val.vocabulary.describe()}, --train_data ({train.files[0]}) "
+                f"{train.vocabulary.describe()}: records of different vocabularies cannot "
+                "be mixed")
+    if config.unlabeled_data is None:
+        return scheme
+    if config.method not in trainer_lib.UNLABELED_METHODS:
+        raise ConfigError(f"--unlabeled_data: --method={config.method} reads no "
+                          "unlabeled images; drop the flag or use a method with the "
+                          "unlabeled stream")
+    unlabeled = _check_files(config, "unlabeled_data", need_parts=False)
+    readers = [f for f, on in (("--diagnostics", config.diagnostics),
+                               (f"--method={config.method} (image-level labels)",
+                                config.method in trainer_lib.IMAGE_LABEL_METHODS)) if on]
+    if unlabeled.boxes_files and readers:
+        raise ConfigError(
+            f"--unlabeled_data={config.unlabeled_data}: {unlabeled.boxes_files[0]} holds "
+            f"box-only records, but {' and '.join(readers)} read(s) the part labels of the "
+            "unlabeled images, which box-only records do not have")
+    if unlabeled.boxes_files and config.human_region == "instance":
+        raise ConfigError(
+            f"--unlabeled_data={config.unlabeled_data}: {unlabeled.boxes_files[0]} holds "
+            "box-only records, which have no instance mask: use --human_region=boxes")
+    if readers and unlabeled.vocabulary not in (None, train.vocabulary):
+        raise ConfigError(
+            f"--unlabeled_data={config.unlabeled_data}: {unlabeled.parts_files[0]} has the "
+            f"part vocabulary {unlabeled.vocabulary.describe()}, --train_data "
+            f"{train.vocabulary.describe()}; {' and '.join(readers)} read(s) its labels "
+            "with the training scheme: records of different vocabularies cannot be mixed")
+    return scheme
 
 
 class StopOnNaN(keras.callbacks.Callback):
@@ -280,8 +344,9 @@ def build_trainer(config: TrainConfig, scheme, *, steps_per_execution=1):
         num_classes=scheme.num_classes, width_multiplier=config.width_multiplier,
         dropout_rate=config.dropout_rate, fc6_impl=config.fc6_impl,
         dtype_policy=precision.policy_name(config.mixed_precision))
-    if config.init == "vgg16":
-        weights_lib.load_vgg16_weights(network, config.init_weights)
+    if config.init == "vgg16":  # a local file, or Keras' cached copy (validate fetched it)
+        weights_lib.load_vgg16_weights(network,
+                                       weights_lib.vgg16_weights_path(config.init_weights))
     elif config.init == "run":
         # Network weights of another run (e.g. a supervised warm-up shared by several
         # methods); the optimizer and the learning-rate schedule start afresh.
@@ -320,7 +385,8 @@ def run_training(config: TrainConfig):
         the backup of the last interval stays, to resume once it is fixed.
       FloatingPointError: a NaN/Inf loss or weights (nothing of that step is saved).
     """
-    with errors.bad_records_named(train_data=config.train_data, val_data=config.val_data):
+    with errors.bad_records_named(train_data=config.train_data, val_data=config.val_data,
+                                  unlabeled_data=config.unlabeled_data):
         return _run_training(config)
 
 
@@ -359,7 +425,8 @@ def _run_training(config: TrainConfig):
     # image-level labels against the recorded ones, the backup, the replica count.
     once = {}
     if config.method in trainer_lib.IMAGE_LABEL_METHODS:
-        once[run_dir.IMAGE_LABELS_FILE] = image_labels_text(config.train_data, scheme)
+        once[run_dir.IMAGE_LABELS_FILE] = image_labels_text(
+            config.unlabeled_data or config.train_data, scheme)
     start = run_dir.check_start(model_dir, config, labeled_ids=labeled_ids,
                                 extra_files=once)
     state = run_dir.read_backup(model_dir, steps_per_epoch)
@@ -390,7 +457,10 @@ def _run_training(config: TrainConfig):
             # A small labeled set is decoded once and kept in memory; otherwise every
             # epoch of the labeled stream re-reads the whole training set to find it.
             cache_labeled=len(labeled_ids) <= CACHE_LABELED_MAX,
-            seed=seed, start_batch=start_batch)
+            seed=seed, start_batch=start_batch,
+            # The unlabeled pool: every training image (labels hidden), or the records
+            # of --unlabeled_data (e.g. box-only records, which have no labels at all).
+            unlabeled_pattern=config.unlabeled_data)
         # Image ids are strings: they stay on the host (a GPU replica cannot hold them).
         return ds.map(lambda d: {k: _without_ids(v) for k, v in d.items()})
 
@@ -499,7 +569,10 @@ def _check_init_run(config, scheme):
     checkpoint = run_dir.checkpoint_path(source, checkpoint)
     if not tf.io.gfile.exists(checkpoint):
         raise ConfigError(f"--init_weights: no checkpoint {checkpoint}")
-    if info["num_classes"] != scheme.num_classes or info.get("parts") not in (None, scheme.name):
+    recorded = schema.scheme_from_info(info)
+    same = (recorded.same_merge(scheme) if recorded is not None and "scheme" in info
+            else info.get("parts") in (None, scheme.name))
+    if info["num_classes"] != scheme.num_classes or not same:
         raise ConfigError(f"--init_weights: {source} was trained with --parts="
                           f"{info.get('parts')} ({info['num_classes']} classes), this run "
                           f"with --parts={scheme.name} ({scheme.num_classes})")

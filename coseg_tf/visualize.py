@@ -230,3 +230,55 @@ def _write_bytes(path: str, data: bytes):
     with tf.io.gfile.GFile(tmp, "wb") as f:
         f.write(data)
     tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+# === Label maps as files (predict.py) ===
+
+def label_png_bytes(labels, class_names: Sequence[str]) -> bytes:
+    """A palette PNG of a label map: pixel value = class id, palette = `class_colors`.
+
+    Any image viewer shows the colours; a program reads the class ids (PIL:
+    `np.asarray(Image.open(path))`), as in Pascal-Person-Part's and LIP's label PNGs.
+
+    Raises ValueError for a label outside 0..len(class_names) - 1.
+    """
+    from PIL import Image
+
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"labels must be [H, W], got shape {labels.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() >= len(class_names)):
+        raise ValueError(f"labels {labels.min()}..{labels.max()} are not class ids of "
+                         f"{list(class_names)}")
+    im = Image.fromarray(labels.astype(np.uint8), mode="P")
+    palette = class_colors(class_names).reshape(-1)
+    im.putpalette(palette.tolist() + [0] * (768 - palette.size))
+    buf = io.BytesIO()
+    im.save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
+
+
+def overlay_jpeg_bytes(image, labels, class_names: Sequence[str], *, boxes=None,
+                       blend: float = 0.5, quality: int = 90) -> bytes:
+    """A JPEG of the image with the classes laid over it (`colorize` with `blend`) and
+    the human boxes (normalized ymin, xmin, ymax, xmax) outlined in white."""
+    from PIL import Image, ImageDraw
+
+    image = _as_uint8_image(image)
+    labels = _as_label_map(labels, "labels", image.shape[:2])
+    im = Image.fromarray(colorize(labels, class_names, image=image, blend=blend))
+    if boxes is not None and len(boxes):
+        draw = ImageDraw.Draw(im)
+        height, width = labels.shape
+        for ymin, xmin, ymax, xmax in np.asarray(boxes, np.float64).reshape(-1, 4):
+            draw.rectangle([xmin * width, ymin * height, max(xmax * width - 1, 0),
+                            max(ymax * height - 1, 0)], outline=IGNORE_COLOR)
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def write_file(path: str, data: bytes) -> str:
+    """Writes `data` at `path` through `tf.io.gfile`, atomically (temporary file, rename)."""
+    _write_bytes(path, data)
+    return path

@@ -1,6 +1,16 @@
-"""Loads VGG16 ImageNet convolution weights into DeepLab-LargeFOV, by layer name.
+"""VGG16 ImageNet convolution weights for DeepLab-LargeFOV: fetched once, loaded by name.
 
-The file is one the user already has; nothing is downloaded. Two layouts are read:
+Where the file comes from: `--init_weights=PATH` (a local copy, or any `tf.io.gfile`
+path), or, without it, Keras' own cache: `fetch_vgg16_weights` calls
+`keras.utils.get_file` for `vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5` from
+the origin `keras.applications.vgg16` uses, with the MD5 hash Keras publishes for it
+(checked after a download and on every later use of the cached copy, ~/.keras/models/
+or $KERAS_HOME/models/). A failed fetch (no network) is an error that says to pass
+`--init_weights=PATH`; a file whose hash differs is removed from the cache and refused.
+`VGG16_WEIGHTS_ORIGIN`, `VGG16_WEIGHTS_MD5` and `VGG16_CACHE_DIR` are module constants
+the tests point at a small file:// origin.
+
+Two layouts are read:
 
 - legacy Keras HDF5, as `vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5`
   (keras.applications' ImageNet file): root attribute `layer_names`; one group per
@@ -17,12 +27,77 @@ failed load leaves the model untouched (a width-multiplied model against a full-
 file is the usual mismatch). Paths go through `tf.io.gfile`, so `gs://...` works too.
 """
 
+import os
+
 from absl import logging
 import h5py
 import numpy as np
 import tensorflow as tf
 
 from coseg_tf.model import VGG16_CONV_NAMES
+
+# Keras' ImageNet VGG16 without the classifier (keras.applications.vgg16).
+VGG16_WEIGHTS_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+VGG16_WEIGHTS_ORIGIN = ("https://storage.googleapis.com/tensorflow/keras-applications/"
+                        "vgg16/" + VGG16_WEIGHTS_FILE)
+# The file_hash keras.applications.vgg16 passes to get_file for this file (MD5).
+VGG16_WEIGHTS_MD5 = "6d6bbae143d832006294945121d1f1fc"
+# None: Keras' cache directory ($KERAS_HOME, else ~/.keras); the file goes in models/.
+VGG16_CACHE_DIR = None
+
+
+class WeightsUnavailableError(OSError):
+    """The VGG16 weights could not be fetched; the message says what to pass instead."""
+
+
+def fetch_vgg16_weights() -> str:
+    """The local path of Keras' VGG16 notop weights, downloaded once into Keras' cache.
+
+    Returns:
+      The cached file (hash checked), e.g. ~/.keras/models/
+      vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5.
+
+    Raises:
+      WeightsUnavailableError: the origin cannot be reached (no network), or the file
+        does not have the published hash (the bad copy is removed from the cache);
+        the message names the origin and says to pass --init_weights=PATH.
+    """
+    import keras
+
+    origin = VGG16_WEIGHTS_ORIGIN
+    # Keras' own default ($KERAS_HOME, else ~/.keras), spelled out to find the file.
+    cache_dir = os.path.expanduser(VGG16_CACHE_DIR or os.environ.get("KERAS_HOME")
+                                   or os.path.join("~", ".keras"))
+    try:  # get_file falls back to /tmp/.keras for a directory that does not exist yet
+        os.makedirs(cache_dir, exist_ok=True)
+    except OSError:
+        pass  # not writable: get_file's own fallback, /tmp/.keras
+    if not os.access(cache_dir, os.W_OK):
+        cache_dir = os.path.join("/tmp", ".keras")
+    advice = (f"pass --init_weights=PATH to a local copy of {VGG16_WEIGHTS_FILE} (the "
+              "file keras.applications.VGG16(include_top=False) downloads), or train "
+              "with --init=random")
+    try:
+        return keras.utils.get_file(VGG16_WEIGHTS_FILE, origin, cache_subdir="models",
+                                    file_hash=VGG16_WEIGHTS_MD5, hash_algorithm="md5",
+                                    cache_dir=cache_dir)
+    except ValueError as e:  # "Incomplete or corrupted file detected": the hash differs
+        cache = os.path.join(cache_dir, "models", VGG16_WEIGHTS_FILE)
+        if os.path.exists(cache):
+            os.remove(cache)
+        raise WeightsUnavailableError(
+            f"the VGG16 weights fetched from {origin} do not have the published MD5 hash "
+            f"{VGG16_WEIGHTS_MD5} ({e}); the copy was removed from the cache; "
+            + advice) from None
+    except Exception as e:  # get_file raises Exception("URL fetch failure on ...")
+        raise WeightsUnavailableError(f"cannot fetch the VGG16 weights from {origin} "
+                                      f"({e}); without network, {advice}") from None
+
+
+def vgg16_weights_path(init_weights=None) -> str:
+    """`init_weights` when given (a local or tf.io.gfile path), else
+    `fetch_vgg16_weights()` (WeightsUnavailableError when that fails)."""
+    return str(init_weights) if init_weights else fetch_vgg16_weights()
 
 
 def _string_list_attr(attrs, name):

@@ -56,9 +56,9 @@ def define_data_flags():
     flags.DEFINE_string("eval_data", None,
                         "Evaluation TFRecords (glob, or comma-separated globs), as written "
                         "by tools/make_tfrecords.py; e.g. DIR/val-*.tfrecord.")
-    flags.DEFINE_enum("parts", None, ["head", "body", "hand", "leg", "all4", "person_part6"],
-                      "Part scheme; default: the model's (model.json). Must have the "
-                      "model's class count.")
+    flags.DEFINE_string("parts", None,
+                        "Part scheme (a built-in's name or a JSON scheme file); default: "
+                        "the model's (model.json). Must have the model's class count.")
     flags.DEFINE_enum("human_region", None, ["boxes", "instance"],
                       "Human region y given to the model; default: the model's (boxes, "
                       "the paper's setting).")

@@ -25,8 +25,15 @@ def define_data_flags():
                         "tools/make_tfrecords.py.")
     flags.DEFINE_string("val_data", None, "Validation TFRecords (optional): validation "
                         "loss and the 'best' checkpoint.")
-    flags.DEFINE_enum("parts", "all4", ["head", "body", "hand", "leg", "all4", "person_part6"],
-                      "Part scheme. Paper: head|body|hand|leg (Table 1), all4 (Table 2).")
+    flags.DEFINE_string("unlabeled_data", None,
+                        "TFRecords of the unlabeled stream (glob, or comma-separated "
+                        "globs), e.g. box-only records (make_tfrecords.py "
+                        "--source=boxes_only). Default: the --train_data images, their "
+                        "labels hidden (the paper's setting).")
+    flags.DEFINE_string("parts", "all4",
+                        "Part scheme: head|body|hand|leg (the paper's Table 1), all4 "
+                        "(Table 2), person_part6, or a JSON scheme file (any vocabulary; "
+                        "README, 'Your own data').")
     flags.DEFINE_enum("human_region", "boxes", ["boxes", "instance"],
                       "Human region y: union of the person boxes (paper) or instance masks.")
     # Paper setting: 10 labeled images chosen at random among the 1716 training images.
@@ -50,7 +57,8 @@ def define_model_flags():
     flags.DEFINE_float("width_multiplier", 1.0,
                        "Scales every channel count (1.0 = DeepLab-LargeFOV; 0.25 for CPU).")
     flags.DEFINE_enum("init", "vgg16", ["vgg16", "run", "random"],
-                      "vgg16: ImageNet weights from --init_weights; run: the network of "
+                      "vgg16: ImageNet weights from --init_weights, or without it Keras' "
+                      "cached copy (downloaded once, hash checked); run: the network of "
                       "another run (--init_weights=RUN_DIR, its last checkpoint, or a "
                       ".weights.h5 inside it; same --parts and --width_multiplier); "
                       "random: fresh initialisation.")

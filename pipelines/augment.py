@@ -18,10 +18,12 @@ Other keys (e.g. "id") pass through. The ops are stateless: randomness comes fro
 `tf.random.stateless_*` with an explicit seed (a shape [2] integer tensor), so an op
 gives the same result for the same seed eagerly and inside `tf.data`.
 
-The flip swaps left and right fine parts in `parts_fine` (schema.flip_permutation()).
-On merged "labels" it only mirrors: every scheme of `schema.SCHEMES` merges a left part
-and its right twin into the same class (tests/test_augment.py checks this), so the
-merged map of a flipped fine map is the mirrored merged map.
+The flip swaps left and right fine parts in `parts_fine` through the permutation of the
+data's vocabulary (`schema.Vocabulary.flip_permutation`; Pascal-Part's by default), so a
+scheme may put a left part and its right twin into different classes. On merged
+"labels" it only mirrors: merge the flipped fine map (the streams do), or flip merged
+labels only for schemes that merge both twins into one class (every built-in scheme
+does; tests/test_augment.py checks this).
 """
 
 from __future__ import annotations
@@ -65,14 +67,22 @@ def _image_size(d: dict):
 
 # === Flip ===
 
-def flip_left_right(d: dict) -> dict:
-    """`d` mirrored horizontally, left and right fine parts swapped."""
+def flip_left_right(d: dict, permutation=None) -> dict:
+    """`d` mirrored horizontally, left and right fine parts swapped.
+
+    Args:
+      d: an example dict.
+      permutation: uint8 [V] table of the vocabulary's mirrored values
+        (`schema.Vocabulary.flip_permutation()`); None = Pascal-Part's.
+    """
     out = dict(d)
     out["image"] = tf.reverse(d["image"], axis=[1])
     for key, x in _maps(d):
         out[key] = tf.reverse(x, axis=[1])
     if "parts_fine" in d:
-        table = tf.constant(schema.flip_permutation())  # uint8 [NUM_FINE]
+        if permutation is None:
+            permutation = schema.flip_permutation()
+        table = tf.constant(permutation, tf.uint8)  # [V]
         out["parts_fine"] = tf.gather(table, tf.cast(out["parts_fine"], tf.int32))
     if "boxes" in d:
         ymin, xmin, ymax, xmax = tf.unstack(tf.reshape(d["boxes"], [-1, 4]), 4, axis=1)
@@ -80,11 +90,12 @@ def flip_left_right(d: dict) -> dict:
     return out
 
 
-def random_flip(d: dict, seed) -> dict:
-    """`flip_left_right(d)` with probability 1/2, chosen by the stateless `seed`."""
+def random_flip(d: dict, seed, permutation=None) -> dict:
+    """`flip_left_right(d, permutation)` with probability 1/2, chosen by the stateless
+    `seed`."""
     do_flip = tf.random.stateless_uniform([], _as_seed(seed)) < 0.5
     # Both branches return the same keys, dtypes and shapes.
-    return tf.cond(do_flip, lambda: flip_left_right(d), lambda: dict(d))
+    return tf.cond(do_flip, lambda: flip_left_right(d, permutation), lambda: dict(d))
 
 
 # === Scale ===

@@ -9,15 +9,22 @@
   width        int32   []
   boxes        float32 [N, 4]     normalized (ymin, xmin, ymax, xmax), one row per person
   person_mask  uint8   [H, W]     0 = no person, k = k-th person
-  parts_fine   uint8   [H, W]     0 = no part, i = schema.PART_NAMES[i - 1]
+  parts_fine   uint8   [H, W]     0 = no part, i = the record's vocabulary's i-th name
+
+A box-only record (annotation/kind b"boxes": the unlabeled pool) has no instance mask
+and no part map: both come out all zero, so that one dataset can hold both kinds; only
+the unlabeled stream reads such records, and it drops both maps (DESIGN.md §1). A
+stream that needs parts decodes with `require_parts=True`, which refuses a box-only
+record naming it.
 
 A record of another schema fails inside the pipeline with an error naming every missing
-key. `check_schema` makes the same check eagerly on the first record of the first file,
-so that entry points can refuse a wrong file before building anything. A record whose
-content the pipeline cannot use (image bytes that are not a JPEG, maps of another size
-than the image, a part id outside the vocabulary) fails where it is decoded, naming
-its image id (`bad_record_in`); train.py and eval.py turn that into a refusal naming the
-record and its file (`streams.locate_record`), exit code 2.
+key. `pipelines.dataset_files.check_files` makes the same check eagerly on the first
+record of every file, so that entry points can refuse a wrong file before building
+anything. A record whose content the pipeline cannot use (image bytes that are not a
+JPEG, maps of another size than the image, a part id outside the record's vocabulary,
+no parts where parts are required) fails where it is decoded, naming its image id
+(`bad_record_in`); train.py and eval.py turn that into a refusal naming the record and
+its file (`streams.locate_bad_record`), exit code 2.
 """
 
 from __future__ import annotations
@@ -29,17 +36,6 @@ import tensorflow as tf
 
 from pipelines import schema
 
-# The `tf.train.Feature` kind each key must hold.
-_KINDS = {
-    schema.KEY_IMAGE: "bytes_list",
-    schema.KEY_ID: "bytes_list",
-    schema.KEY_HEIGHT: "int64_list",
-    schema.KEY_WIDTH: "int64_list",
-    schema.KEY_BOXES: "float_list",
-    schema.KEY_PERSON_MASK: "bytes_list",
-    schema.KEY_PARTS_FINE: "bytes_list",
-}
-
 _FEATURES = {
     schema.KEY_IMAGE: tf.io.FixedLenFeature([], tf.string),
     schema.KEY_ID: tf.io.FixedLenFeature([], tf.string),
@@ -47,8 +43,13 @@ _FEATURES = {
     schema.KEY_WIDTH: tf.io.FixedLenFeature([], tf.int64),
     # Present in every example, possibly empty (an image without persons).
     schema.KEY_BOXES: tf.io.VarLenFeature(tf.float32),
-    schema.KEY_PERSON_MASK: tf.io.FixedLenFeature([], tf.string),
-    schema.KEY_PARTS_FINE: tf.io.FixedLenFeature([], tf.string),
+    # Absent from a box-only record (and annotation/kind, parts/vocabulary from a
+    # record of schema version 1: it carries parts of the Pascal-Part vocabulary).
+    schema.KEY_ANNOTATION: tf.io.FixedLenFeature([], tf.string,
+                                                 default_value=schema.ANNOTATION_PARTS),
+    schema.KEY_PERSON_MASK: tf.io.FixedLenFeature([], tf.string, default_value=""),
+    schema.KEY_PARTS_FINE: tf.io.FixedLenFeature([], tf.string, default_value=""),
+    schema.KEY_VOCABULARY: tf.io.VarLenFeature(tf.string),
 }
 
 
@@ -67,16 +68,30 @@ def _example_keys(serialized: tf.Tensor) -> tf.Tensor:
     return tf.reshape(keys, [-1])
 
 
-def _assert_has_keys(serialized: tf.Tensor) -> tf.Operation:
-    """An assertion that fails naming every schema key the example lacks."""
+def _assert_has_keys(serialized: tf.Tensor, annotation: tf.Tensor) -> tf.Operation:
+    """An assertion that fails naming every schema key the example lacks.
+
+    Every record needs `schema.REQUIRED_KEYS`; one that carries parts (annotation/kind
+    b"parts", or absent) also `schema.PART_KEYS`.
+    """
     keys = _example_keys(serialized)
-    wanted = tf.constant(schema.FEATURE_KEYS)
-    # [len(FEATURE_KEYS)] True where the wanted key is among the example's keys.
-    present = tf.reduce_any(tf.equal(wanted[:, None], keys[None, :]), axis=1)
-    missing = tf.strings.reduce_join(tf.boolean_mask(wanted, ~present), separator=", ")
+
+    def missing_of(wanted_keys):
+        wanted = tf.constant(wanted_keys)
+        # [len(wanted)] True where the wanted key is among the example's keys.
+        present = tf.reduce_any(tf.equal(wanted[:, None], keys[None, :]), axis=1)
+        return tf.boolean_mask(wanted, ~present)
+
+    has_parts = tf.not_equal(annotation, schema.ANNOTATION_BOXES)
+    missing = tf.concat([
+        missing_of(schema.REQUIRED_KEYS),
+        tf.cond(has_parts, lambda: missing_of(schema.PART_KEYS),
+                lambda: tf.zeros([0], tf.string)),
+    ], axis=0)
     return tf.debugging.Assert(
-        tf.reduce_all(present),
-        ["not a coseg_tf example (pipelines/schema.py): missing feature keys:", missing])
+        tf.equal(tf.size(missing), 0),
+        ["not a coseg_tf example (pipelines/schema.py): missing feature keys:",
+         tf.strings.reduce_join(missing, separator=", ")])
 
 
 # === A record the pipeline cannot use ===
@@ -144,23 +159,47 @@ def check_jpeg(data: bytes) -> tuple:
     return int(image.shape[0]), int(image.shape[1])
 
 
-def decode_example(serialized) -> dict:
+def _decode_map(png, has_parts, size) -> tf.Tensor:
+    """uint8 [H, W] of a map's PNG bytes; zeros of `size` for a box-only record."""
+    return tf.cond(has_parts,
+                   lambda: tf.io.decode_png(png, channels=1)[..., 0],
+                   lambda: tf.zeros(size, tf.uint8))
+
+
+def decode_example(serialized, *, require_parts: bool = False) -> dict:
     """Parses and decodes one serialized example; see the module docstring for the dict.
 
     Args:
       serialized: string scalar, a serialized `tf.train.Example`.
+      require_parts: refuse a box-only record (the labeled and evaluation streams).
 
     Raises (when the op runs): InvalidArgumentError naming the missing feature keys; or,
     naming the record's id (read back by `bad_record_in`), for image bytes that are not
-    a JPEG, a decoded map that does not have the image's size, or a part id outside the
-    vocabulary. (Bytes that start like a JPEG but do not decode fail in
-    tf.io.decode_jpeg, without the id: `streams.locate_record` finds such a record.)
+    a JPEG, a decoded map that does not have the image's size, a part id outside the
+    record's vocabulary (its parts/vocabulary names; 24 Pascal-Part names when absent),
+    an unknown annotation/kind, or, with `require_parts`, a box-only record. (Bytes that
+    start like a JPEG but do not decode fail in tf.io.decode_jpeg, without the id:
+    `streams.locate_record` finds such a record.)
     """
     serialized = tf.convert_to_tensor(serialized, tf.string)
-    with tf.control_dependencies([_assert_has_keys(serialized)]):
+    # What the record carries decides which keys it must have; every missing key is
+    # named before the full parse (which would name only the first).
+    annotation = tf.io.parse_single_example(
+        serialized, {schema.KEY_ANNOTATION: _FEATURES[schema.KEY_ANNOTATION]}
+    )[schema.KEY_ANNOTATION]
+    with tf.control_dependencies([_assert_has_keys(serialized, annotation)]):
         parsed = tf.io.parse_single_example(serialized, _FEATURES)
-
     image_id = parsed[schema.KEY_ID]
+    has_parts = tf.equal(annotation, schema.ANNOTATION_PARTS)
+    checks = [_record_check(
+        tf.logical_or(has_parts, tf.equal(annotation, schema.ANNOTATION_BOXES)), image_id,
+        f"{schema.KEY_ANNOTATION} is ", annotation, ", not one of "
+        f"{' or '.join(schema.ANNOTATIONS)}")]
+    if require_parts:
+        checks.append(_record_check(
+            has_parts, image_id, "the record carries no part labels (annotation/kind "
+            "boxes: a box-only record of the unlabeled pool) but is read as labeled "
+            "data"))
     # PNG, GIF and WebP bytes would decode too (tf.io.decode_jpeg takes them): the
     # format, and the converter, take JPEG only.
     jpeg_ok = _record_check(tf.io.is_jpeg(parsed[schema.KEY_IMAGE]), image_id,
@@ -168,13 +207,13 @@ def decode_example(serialized) -> dict:
                             "FF D8 FF)")
     with tf.control_dependencies([jpeg_ok]):
         image = decode_jpeg(parsed[schema.KEY_IMAGE])
-    person_mask = tf.io.decode_png(parsed[schema.KEY_PERSON_MASK], channels=1)[..., 0]
-    parts_fine = tf.io.decode_png(parsed[schema.KEY_PARTS_FINE], channels=1)[..., 0]
     height = tf.cast(parsed[schema.KEY_HEIGHT], tf.int32)
     width = tf.cast(parsed[schema.KEY_WIDTH], tf.int32)
-
     size = tf.stack([height, width])
-    checks = [
+    person_mask = _decode_map(parsed[schema.KEY_PERSON_MASK], has_parts, size)
+    parts_fine = _decode_map(parsed[schema.KEY_PARTS_FINE], has_parts, size)
+
+    checks += [
         _record_check(tf.reduce_all(tf.equal(tf.shape(x)[:2], size)), image_id,
                       f"{name} has size ", _as_text(tf.shape(x)[:2]),
                       " but image/height, image/width say ", _as_text(size))
@@ -183,11 +222,14 @@ def decode_example(serialized) -> dict:
     ]
     # Part ids index the merge table: a value outside the vocabulary (255 from another
     # tool, an edited map) must stop here, named, not in a gather deep in the pipeline.
+    names = parsed[schema.KEY_VOCABULARY]
+    num_names = tf.where(tf.size(names.values) > 0, tf.size(names.values),
+                         len(schema.PART_NAMES))
     top = tf.reduce_max(tf.cast(parts_fine, tf.int32))  # an empty map: int32 min, passes
     checks.append(_record_check(
-        top < schema.NUM_FINE, image_id, "parts/fine holds the part id ", _as_text(top),
-        f", outside the part vocabulary 0..{schema.NUM_FINE - 1} (pipelines/schema.py "
-        "PART_NAMES)"))
+        top <= num_names, image_id, "parts/fine holds the part id ", _as_text(top),
+        ", outside the part vocabulary 0..", _as_text(num_names),
+        " (the names of its parts/vocabulary, pipelines/schema.py)"))
     boxes = tf.reshape(tf.sparse.to_dense(parsed[schema.KEY_BOXES]), [-1, 4])
     with tf.control_dependencies(checks):
         return {
@@ -199,45 +241,3 @@ def decode_example(serialized) -> dict:
             "person_mask": tf.identity(person_mask),
             "parts_fine": tf.identity(parts_fine),
         }
-
-
-def check_schema(file_pattern: str) -> str:
-    """Reads the first record of the first file eagerly and checks its feature keys.
-
-    Args:
-      file_pattern: a glob, or comma-separated globs, of TFRecord files.
-
-    Returns:
-      The path of the file checked.
-
-    Raises:
-      ValueError naming the file and the missing (or mistyped) keys, naming the file
-      when it holds no record or cannot be read, or naming the pattern when it matches
-      no file.
-    """
-    from tensorflow.core.example import example_pb2
-
-    from pipelines import streams  # streams imports this module: import at call time
-
-    path = streams.list_files(file_pattern)[0]
-    try:
-        first = next(iter(tf.data.TFRecordDataset(path).take(1)), None)
-    except (tf.errors.OpError, OSError) as e:
-        raise ValueError(f"{path}: cannot read it as a TFRecord file: {e}") from None
-    if first is None:
-        raise ValueError(f"{path}: the file holds no record")
-    try:
-        example = example_pb2.Example.FromString(first.numpy())
-    except Exception as e:  # protobuf's DecodeError
-        raise ValueError(f"{path}: the first record is not a tf.train.Example ({e})") from None
-    feature = example.features.feature
-    missing = [k for k in schema.FEATURE_KEYS if k not in feature]
-    if missing:
-        raise ValueError(
-            f"{path}: not a coseg_tf example (pipelines/schema.py): missing feature keys "
-            f"{missing}; the record has {sorted(feature)}")
-    mistyped = [f"{k} holds {feature[k].WhichOneof('kind')}, expected {kind}"
-                for k, kind in _KINDS.items() if feature[k].WhichOneof("kind") != kind]
-    if mistyped:
-        raise ValueError(f"{path}: wrong feature types: {'; '.join(mistyped)}")
-    return path

@@ -1,9 +1,11 @@
 """Training targets from a decoded example: merged part classes and the human region.
 
 Fine parts become training classes through the lookup table of a merge scheme
-(`schema.get_scheme(name).lookup_table()`, one `tf.gather`), so one TFRecord conversion
-serves every scheme of `schema.SCHEMES` (DESIGN.md §1). For schemes with an "other human
-region" class, person pixels (instance mask > 0) that no selected part covers get
+(`scheme.lookup_table()`, one `tf.gather`), so one TFRecord conversion serves every
+scheme (DESIGN.md §1): the built-ins of `schema.SCHEMES` over Pascal-Part names, or a
+JSON scheme over any vocabulary, bound to the data's vocabulary (`schema.Scheme.bind`)
+so that the table has one row per value of the data's part maps. For schemes with an
+"other human region" class, person pixels (instance mask > 0) that no selected part covers get
 `scheme.other_id`; without it (person_part6) they stay background, as in the published
 Pascal-Person-Part maps, which are exactly `lookup_table[parts_fine]`.
 
@@ -21,11 +23,12 @@ HUMAN_REGION_MODES = ("boxes", "instance")
 
 
 def as_scheme(scheme) -> schema.Scheme:
-    """A `schema.Scheme`, from itself or from its name (ValueError naming the choices)."""
+    """A `schema.Scheme`, from itself, a built-in's name or a JSON scheme file
+    (`schema.load_scheme`; ValueError naming the choices or the file)."""
     if isinstance(scheme, schema.Scheme):
         return scheme
     if isinstance(scheme, str):
-        return schema.get_scheme(scheme)
+        return schema.load_scheme(scheme)
     raise TypeError(f"scheme must be a schema.Scheme or a scheme name, got {scheme!r}")
 
 
@@ -41,14 +44,15 @@ def merge_parts(parts_fine, person_mask, scheme) -> tf.Tensor:
     """int32 [H, W] class map of a fine part map under a merge scheme.
 
     Args:
-      parts_fine: uint8 [H, W], 0 = no part, i = schema.PART_NAMES[i - 1].
+      parts_fine: uint8 [H, W], 0 = no part, i = the i-th name of the scheme's
+        vocabulary.
       person_mask: uint8 [H, W], 0 = no person, k = k-th person.
-      scheme: a `schema.Scheme` or its name.
+      scheme: a `schema.Scheme` bound to the data's vocabulary, or a built-in's name.
 
     A fine id outside the vocabulary fails in `tf.gather` (on CPU, where tf.data runs).
     """
     scheme = as_scheme(scheme)
-    table = tf.constant(scheme.lookup_table(), tf.int32)  # [NUM_FINE]
+    table = tf.constant(scheme.lookup_table(), tf.int32)  # [vocabulary values]
     # [H, W] class of each pixel's fine part; 0 where no selected part covers it.
     labels = tf.gather(table, tf.cast(parts_fine, tf.int32))
     if scheme.other_region:

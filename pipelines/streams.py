@@ -7,7 +7,8 @@ elements from `decode.decode_example`, `merge` and `augment`:
                      {"image" float32 [B, c, c, 3] RGB 0..255,
                       "human_region" float32 [B, c, c, 1], "labels" int32 [B, c, c]
                       (255 = ignore), "id" string [B]}
-  unlabeled_dataset  ALL training images, augmented, batched, without part labels:
+  unlabeled_dataset  ALL training images (or the records of --unlabeled_data, e.g.
+                     box-only records), augmented, batched, without part labels:
                      {"image", "human_region", "id"}; with diagnostics=True also
                      "diagnostic_labels" int32 [B, c, c] (the hidden merged labels,
                      for the mining-precision metric only; no loss reads it); with
@@ -45,6 +46,11 @@ The labeled stream reads the files in a fixed order, so that the cached and the
 uncached stream shuffle the same sequence with the same seeds and are equal.
 The unlabeled stream (every training image) is never cached.
 
+Files. Which files a pattern means, their ids and the schema check are
+`pipelines.dataset_files`' (`list_files` and `read_ids` are re-exported here). The
+labeled and evaluation streams decode with `require_parts`: a box-only record among
+them is refused where it is read, naming it.
+
 The labeled subset is chosen at training time (DESIGN.md §1): `read_ids` lists the ids
 of the training files and `select_labeled_ids` picks N of them by seed, or checks an
 explicit list.
@@ -53,13 +59,12 @@ explicit list.
 from __future__ import annotations
 
 import collections
-import os
-import re
+import functools
 
 import numpy as np
 import tensorflow as tf
 
-from pipelines import augment, decode, merge, schema, textfiles
+from pipelines import augment, dataset_files, decode, merge, schema
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -75,138 +80,10 @@ UNLABELED_SHUFFLE_BUFFER = 1024
 _LABELED_STREAM = 1
 _UNLABELED_STREAM = 2
 
-# Shard names `SPLIT-00000-of-00004[.ext]`; the manifest is `SPLIT.manifest.json`.
-_SHARD_RE = re.compile(r"^(?P<split>.+?)-(?P<index>\d{5})-of-(?P<count>\d{5})(?:\.[^-]*)?$")
-_EXTENSIONS = (".tfrecords", ".tfrecord", ".tfr", ".record")
-_MANIFEST_SUFFIX = ".manifest.json"
-
-
 # === Files and ids ===
-
-def list_files(file_pattern: str) -> list:
-    """Sorted paths matching `file_pattern` (a glob or comma-separated globs).
-
-    Manifests (`*.manifest.json`) are left out, so that `DIR/train*` means the shards.
-
-    Raises:
-      ValueError naming the pattern (and the part of it) that matches no file.
-    """
-    if not isinstance(file_pattern, str) or not file_pattern.strip():
-        raise ValueError(f"file pattern must be a non-empty string, got {file_pattern!r}")
-    files = set()
-    for part in (p.strip() for p in file_pattern.split(",")):
-        if not part:
-            continue
-        matched = [p for p in tf.io.gfile.glob(part) if not p.endswith(_MANIFEST_SUFFIX)]
-        if not matched:
-            where = "" if part == file_pattern.strip() else f" (in file pattern {file_pattern!r})"
-            raise ValueError(f"no file matches {part!r}{where}")
-        files.update(matched)
-    if not files:
-        raise ValueError(f"no file matches file pattern {file_pattern!r}")
-    return sorted(files)
-
-
-def _split_of(path: str):
-    """(split name, shard index, shard count) of a shard path; index None if unsharded."""
-    name = os.path.basename(path)
-    match = _SHARD_RE.match(name)
-    if match:
-        split, index, count = match["split"], int(match["index"]), int(match["count"])
-    else:
-        split, index, count = name, None, 1
-    for ext in _EXTENSIONS:
-        if split.endswith(ext):
-            split = split[:-len(ext)]
-            break
-    return split, index, count
-
-
-def _load_manifest(path: str):
-    """The JSON content of a manifest, None when there is none."""
-    if not tf.io.gfile.exists(path):
-        return None
-    try:
-        return textfiles.read_json(path)
-    except OSError as e:
-        raise ValueError(f"{path}: cannot read it ({e})") from None
-
-
-def _ids_per_shard(content) -> dict | None:
-    """{shard file name: ids} from a manifest of tools/make_tfrecords.py, else None.
-
-    That manifest lists "shards" ([{"file", "examples": count}]) and "examples"
-    ([{"id", ...}], shard 0's records first, then shard 1's, ...).
-    """
-    shards, examples = content.get("shards"), content.get("examples")
-    if not isinstance(shards, list) or not isinstance(examples, list):
-        return None
-    try:
-        ids = [str(e["id"]) for e in examples]
-        counts = [int(s["examples"]) for s in shards]
-        names = [str(s["file"]) for s in shards]
-    except (KeyError, TypeError, ValueError):
-        return None
-    if sum(counts) != len(ids):
-        return None
-    starts = np.cumsum([0] + counts)
-    return {name: ids[a:b] for name, a, b in zip(names, starts[:-1], starts[1:])}
-
-
-def _manifest_ids(files: list):
-    """ids of `files` (in their order) from the manifests beside them, or None.
-
-    `DIR/SPLIT.manifest.json` serves a shard of its split when it gives the ids of each
-    shard ("shards" + "examples", as tools/make_tfrecords.py writes), or, with a plain
-    "ids" list of the whole split, when `files` are all the shards of the split (the
-    shard names `-0000i-of-0000n` tell). Anything else: None (the caller scans).
-    """
-    groups = {}  # (dir, split) -> [(path, shard index, shard count)] in file order
-    for path in files:
-        split, index, count = _split_of(path)
-        groups.setdefault((os.path.dirname(path), split), []).append((path, index, count))
-    ids_of = {}  # path -> ids
-    for (directory, split), members in groups.items():
-        content = _load_manifest(os.path.join(directory, split + _MANIFEST_SUFFIX))
-        if not isinstance(content, dict):
-            return None
-        per_shard = _ids_per_shard(content)
-        if per_shard is not None:
-            for path, _, _ in members:
-                if os.path.basename(path) not in per_shard:
-                    return None
-                ids_of[path] = per_shard[os.path.basename(path)]
-            continue
-        counts = {count for _, _, count in members}
-        indices = {index for _, index, _ in members}
-        complete = indices == {None} or (
-            len(counts) == 1 and indices == set(range(counts.pop())))
-        if not complete or not isinstance(content.get("ids"), list):
-            return None
-        # The whole split's ids, in shard order: all on the first shard of the group.
-        ids_of[members[0][0]] = [str(i) for i in content["ids"]]
-        for path, _, _ in members[1:]:
-            ids_of[path] = []
-    return [i for path in files for i in ids_of[path]]
-
-
-def _scan_ids(files: list) -> list:
-    """ids of every record of `files`, in file order, parsing the id feature only."""
-    spec = {schema.KEY_ID: tf.io.FixedLenFeature([], tf.string)}
-    ds = tf.data.TFRecordDataset(files).batch(512)
-    ds = ds.map(lambda s: tf.io.parse_example(s, spec)[schema.KEY_ID])
-    return [i.decode("utf-8") for batch in ds.as_numpy_iterator() for i in batch]
-
-
-def read_ids(file_pattern: str) -> list:
-    """Image ids of the records matching `file_pattern`, in file order.
-
-    Reads `SPLIT.manifest.json` beside the shards when it tells the ids of the matched
-    files (see `_manifest_ids`), else scans the records.
-    """
-    files = list_files(file_pattern)
-    ids = _manifest_ids(files)
-    return ids if ids is not None else _scan_ids(files)
+# The dataset files are dataset_files'; these two are re-exported for callers.
+list_files = dataset_files.list_files
+read_ids = dataset_files.read_ids
 
 
 def select_labeled_ids(all_ids, *, num_labeled, seed, labeled_ids=None) -> list:
@@ -320,7 +197,7 @@ def locate_bad_record(error, patterns) -> str | None:
         image_id, problem = found
         for flag, pattern in patterns.items():
             for path in list_files(pattern):
-                ids = _scan_ids([path])
+                ids = dataset_files.scan_ids([path])
                 if image_id in ids:
                     return (_where(flag, pattern, path, ids.index(image_id), image_id)
                             + f": {problem}{advice}")
@@ -447,8 +324,19 @@ def _augment(example, seeds, *, min_scale, max_scale, crop_size):
 
 
 def _decoded(x):
-    """A decoded example from a serialized record, or the (cached) decoded example."""
-    return x if isinstance(x, dict) else decode.decode_example(x)
+    """A decoded example of a record that must carry parts, from a serialized record,
+    or the (cached) decoded example."""
+    return x if isinstance(x, dict) else _decode_labeled(x)
+
+
+# Labeled and evaluation records must carry parts: a box-only record is refused, named.
+_decode_labeled = functools.partial(decode.decode_example, require_parts=True)
+
+
+def _flip_permutation(scheme):
+    """The fine-part flip table of the scheme's vocabulary (Pascal-Part's if unbound)."""
+    vocabulary = scheme.vocabulary if scheme is not None else None
+    return (vocabulary or schema.PASCAL_PART).flip_permutation()
 
 
 # === Streams ===
@@ -479,6 +367,7 @@ def labeled_dataset(file_pattern, *, ids, scheme, batch_size, crop_size, min_sca
     """
     start = _check_start(start)
     scheme = merge.as_scheme(scheme)
+    permutation = _flip_permutation(scheme)
     _check_augment_args(batch_size_name="batch_size", batch_size=batch_size,
                         crop_size=crop_size, min_scale=min_scale, max_scale=max_scale,
                         human_region_mode=human_region_mode)
@@ -509,7 +398,7 @@ def labeled_dataset(file_pattern, *, ids, scheme, batch_size, crop_size, min_sca
         seeds = _element_seeds(index, seed, _LABELED_STREAM)
         example = _decoded(x)
         if flip:  # on the fine map, before merging: left and right parts swap
-            example = augment.random_flip(example, seeds[0])
+            example = augment.random_flip(example, seeds[0], permutation)
         example = merge.add_training_targets(example, scheme=scheme,
                                              human_region_mode=human_region_mode)
         example = {k: example[k] for k in ("image", "human_region", "labels", "id")}
@@ -522,7 +411,7 @@ def labeled_dataset(file_pattern, *, ids, scheme, batch_size, crop_size, min_sca
     records = _records(files).filter(is_labeled)
     pool = records
     if cache:
-        pool = records.map(decode.decode_example, num_parallel_calls=AUTOTUNE).cache()
+        pool = records.map(_decode_labeled, num_parallel_calls=AUTOTUNE).cache()
     buffer_size = shuffle_buffer or len(ids)
 
     def one_epoch(epoch):
@@ -546,9 +435,13 @@ def unlabeled_dataset(file_pattern, *, batch_size, crop_size, min_scale=0.5, max
                       image_labels=False, scheme=None, start=0) -> tf.data.Dataset:
     """The unlabeled training stream over ALL training images, without part labels.
 
-    The fine part map and the instance mask leave the element right after the human
-    region is computed, before any augmentation; the element keeps "image",
-    "human_region" and "id" only. With `diagnostics=True` (and a `scheme`), the merged
+    `file_pattern` may hold records with parts (their labels hidden) and box-only
+    records (`pipelines/schema.py` annotation/kind "boxes": the paper's pool of images
+    with only a human box), mixed. The fine part map leaves the element right after
+    decoding, unless `diagnostics` or `image_labels` asks for it, and the instance mask
+    right after the human region is computed; the element keeps "image",
+    "human_region" and "id" only. A box-only record has no instance mask: read such
+    records with human_region_mode 'boxes' (train.py refuses 'instance'). With `diagnostics=True` (and a `scheme`), the merged
     labels ride along under "diagnostic_labels" (255 in padding), for the
     mining-precision metric alone. With `image_labels=True` (and a `scheme`), the
     image-level labels of the whole image (`image_labels_of`, computed before any crop)
@@ -575,6 +468,7 @@ def unlabeled_dataset(file_pattern, *, batch_size, crop_size, min_scale=0.5, max
             raise ValueError("unlabeled_dataset: diagnostics=True and image_labels=True "
                              "need a scheme")
         scheme = merge.as_scheme(scheme)
+    permutation = _flip_permutation(scheme if diagnostics or image_labels else None)
     _check_positive_int("shuffle_buffer", shuffle_buffer)
     files = list_files(file_pattern)
     keys = (("image", "human_region", "id")
@@ -583,9 +477,15 @@ def unlabeled_dataset(file_pattern, *, batch_size, crop_size, min_scale=0.5, max
 
     def element(index, serialized):
         seeds = _element_seeds(index, seed, _UNLABELED_STREAM)
-        example = decode.decode_example(serialized)
+        example = decode.decode_example(serialized,
+                                        require_parts=diagnostics or image_labels)
+        # No part label goes further unless a diagnostic or the image labels read it.
+        keep = {"image", "boxes", "height", "width", "id", "person_mask"}
+        if diagnostics or image_labels:
+            keep.add("parts_fine")
+        example = {k: v for k, v in example.items() if k in keep}
         if flip:
-            example = augment.random_flip(example, seeds[0])
+            example = augment.random_flip(example, seeds[0], permutation)
         out = {
             "image": example["image"],
             "human_region": merge.human_region(
@@ -624,7 +524,7 @@ def train_dataset(file_pattern, *, method, scheme, labeled_ids, batch_labeled,
                   batch_unlabeled, crop_size, min_scale=0.5, max_scale=1.5, flip=True,
                   human_region_mode="boxes", diagnostics=False, image_labels=False,
                   seed=0, shuffle_buffer=UNLABELED_SHUFFLE_BUFFER, cache_labeled=False,
-                  check_ids=True, start_batch=0) -> tf.data.Dataset:
+                  check_ids=True, start_batch=0, unlabeled_pattern=None) -> tf.data.Dataset:
     """{"labeled": ..., "unlabeled": ...} per step ({"labeled": ...} for 'supervised').
 
     The two streams are zipped (keras-io semisupervised_simclr); `train_step` unpacks
@@ -648,6 +548,8 @@ def train_dataset(file_pattern, *, method, scheme, labeled_ids, batch_labeled,
       check_ids: check eagerly that every labeled id is in the files.
       start_batch: batches already consumed (a resumed run's data position): both
         streams continue exactly where the stream that began at 0 would be.
+      unlabeled_pattern: the records of the unlabeled stream (e.g. box-only records);
+        None = `file_pattern`, every training image with its labels hidden.
     """
     if not isinstance(method, str) or not method:
         raise ValueError(f"method must be a non-empty string, got {method!r}")
@@ -663,7 +565,8 @@ def train_dataset(file_pattern, *, method, scheme, labeled_ids, batch_labeled,
                               **common)
     if method in SUPERVISED_METHODS:
         return tf.data.Dataset.zip({"labeled": labeled})
-    unlabeled = unlabeled_dataset(file_pattern, batch_size=batch_unlabeled,
+    unlabeled = unlabeled_dataset(unlabeled_pattern or file_pattern,
+                                  batch_size=batch_unlabeled,
                                   shuffle_buffer=shuffle_buffer, diagnostics=diagnostics,
                                   image_labels=image_labels, scheme=scheme,
                                   start=start_batch * batch_unlabeled, **common)
@@ -694,7 +597,7 @@ def image_level_labels(file_pattern, *, scheme) -> dict:
     files = list_files(file_pattern)
 
     def element(serialized):
-        example = decode.decode_example(serialized)
+        example = _decode_labeled(serialized)
         merged = merge.merge_parts(example["parts_fine"], example["person_mask"], scheme)
         return example["id"], image_labels_of(merged, scheme.num_classes)
 
@@ -714,7 +617,7 @@ def eval_dataset(file_pattern, *, scheme, human_region_mode="boxes") -> tf.data.
     files = list_files(file_pattern)
 
     def element(serialized):
-        example = merge.add_training_targets(decode.decode_example(serialized),
+        example = merge.add_training_targets(_decode_labeled(serialized),
                                              scheme=scheme,
                                              human_region_mode=human_region_mode)
         return {"image": tf.cast(example["image"], tf.float32),

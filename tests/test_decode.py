@@ -140,7 +140,7 @@ def test_part_id_outside_the_vocabulary_is_refused_naming_the_record(value, mode
             list(tf.data.Dataset.from_tensors(serialized).map(decode.decode_example))
     assert decode.bad_record_in(err.value) == (
         "2008_x'é", f"parts/fine holds the part id {value}, outside the part vocabulary "
-                    f"0..24 (pipelines/schema.py PART_NAMES)")
+                    f"0..24 (the names of its parts/vocabulary, pipelines/schema.py)")
 
 
 def test_every_id_of_the_vocabulary_passes():
@@ -177,45 +177,55 @@ def test_bad_record_in_ignores_other_errors():
     assert decode.bad_record_in(err.value) is None
 
 
-# === check_schema ===
+# === Box-only records (the unlabeled pool) ===
 
-def test_check_schema_accepts_our_files(tmp_path):
-    path = ph.write_tfrecord(tmp_path / "train-00000-of-00001.tfrecord",
-                             [ph.serialize(ph.synthetic_arrays("a"))])
-    assert decode.check_schema(str(tmp_path / "*.tfrecord")) == path
-
-
-def test_check_schema_names_file_and_missing_keys(tmp_path):
-    serialized = _example_without(ph.serialize(ph.synthetic_arrays("a")),
-                                  drop=(schema.KEY_PERSON_MASK, schema.KEY_ID))
-    path = ph.write_tfrecord(tmp_path / "other.tfrecord", [serialized])
-    with pytest.raises(ValueError) as err:
-        decode.check_schema(path)
-    message = str(err.value)
-    assert path in message and "person/mask" in message and "image/id" in message
+def _boxes_only(image_id="b"):
+    arrays = ph.synthetic_arrays(image_id, height=8, width=10)
+    return arrays, records.make_example(jpeg=ph.jpeg_bytes(arrays["image"]),
+                                        image_id=image_id, height=8, width=10,
+                                        boxes=arrays["boxes"])
 
 
-def test_check_schema_names_mistyped_key(tmp_path):
-    serialized = _example_without(ph.serialize(ph.synthetic_arrays("a")), replace={
-        schema.KEY_HEIGHT: feature_pb2.Feature(float_list=feature_pb2.FloatList(value=[8.]))})
-    path = ph.write_tfrecord(tmp_path / "typed.tfrecord", [serialized])
-    with pytest.raises(ValueError, match="image/height holds float_list"):
-        decode.check_schema(path)
+@pytest.mark.parametrize("where", ["eager", "dataset"])
+def test_a_box_only_record_decodes_with_empty_maps(where):
+    arrays, serialized = _boxes_only()
+    out = (decode.decode_example(serialized) if where == "eager"
+           else _decode_in_dataset(serialized))
+    np.testing.assert_array_equal(out["boxes"].numpy(), arrays["boxes"])
+    assert out["image"].shape == (8, 10, 3)
+    assert not out["parts_fine"].numpy().any() and not out["person_mask"].numpy().any()
+    assert out["parts_fine"].shape == (8, 10)
 
 
-def test_check_schema_empty_file_and_no_match(tmp_path):
-    path = ph.write_tfrecord(tmp_path / "empty.tfrecord", [])
-    with pytest.raises(ValueError, match="holds no record") as err:
-        decode.check_schema(path)
-    assert path in str(err.value)
-    pattern = str(tmp_path / "nothing-*.tfrecord")
-    with pytest.raises(ValueError, match="no file matches") as err:
-        decode.check_schema(pattern)
-    assert pattern in str(err.value)
+def test_a_box_only_record_is_refused_where_parts_are_required():
+    _, serialized = _boxes_only("2009_x")
+    with pytest.raises(tf.errors.InvalidArgumentError) as err:
+        decode.decode_example(serialized, require_parts=True)
+    image_id, problem = decode.bad_record_in(err.value)
+    assert image_id == "2009_x" and "carries no part labels" in problem
+    # A record that says it carries parts must have them.
+    broken = _example_without(serialized, replace={
+        schema.KEY_ANNOTATION: feature_pb2.Feature(
+            bytes_list=feature_pb2.BytesList(value=[b"parts"]))})
+    with pytest.raises(tf.errors.InvalidArgumentError, match="person/mask, parts/fine"):
+        decode.decode_example(broken)
 
 
-def test_check_schema_refuses_a_file_that_is_not_tfrecord(tmp_path):
-    path = tmp_path / "notes.tfrecord"
-    path.write_bytes(b"this is not a TFRecord file at all, just some text")
-    with pytest.raises(ValueError, match="notes.tfrecord"):
-        decode.check_schema(str(path))
+def test_a_part_id_is_checked_against_the_records_own_vocabulary():
+    arrays = ph.synthetic_arrays("v", height=8, width=8, seed=2)
+    small = schema.Vocabulary(["a", "b", "c"])
+    fine = np.minimum(arrays["parts_fine"], 3)
+    ok = records.make_example(jpeg=ph.jpeg_bytes(arrays["image"]), image_id="v", height=8,
+                              width=8, boxes=arrays["boxes"],
+                              person_mask=arrays["person_mask"], parts_fine=fine,
+                              vocabulary=small)
+    np.testing.assert_array_equal(decode.decode_example(ok)["parts_fine"].numpy(), fine)
+    fine = fine.copy()
+    fine[0, 0] = 4
+    bad = records.make_example(jpeg=ph.jpeg_bytes(arrays["image"]), image_id="v", height=8,
+                               width=8, boxes=arrays["boxes"],
+                               person_mask=arrays["person_mask"], parts_fine=fine,
+                               vocabulary=small)
+    with pytest.raises(tf.errors.InvalidArgumentError) as err:
+        decode.decode_example(bad)
+    assert "part id 4, outside the part vocabulary 0..3" in decode.bad_record_in(err.value)[1]

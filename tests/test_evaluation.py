@@ -548,3 +548,37 @@ def test_colorize_palette_and_compare_overlays(tmp_path):
     assert height < width
     with pytest.raises(ValueError, match="the image is"):
         visualize.compare_overlays(image, gt[:10], preds, ALL4, str(tmp_path / "x.png"))
+
+
+# === Schemes as data: a JSON scheme recorded in model.json ===
+
+def test_a_json_scheme_travels_in_model_json_to_eval(tmp_path):
+    from pipelines import records
+
+    lip = schema.Vocabulary(["Hat", "Face", "Upper-clothes", "Left-arm", "Pants"], name="lip")
+    lip3 = schema.scheme_from_json({"name": "lip3", "classes": [
+        {"name": "head", "parts": ["Hat", "Face"]},
+        {"name": "body", "parts": ["Upper-clothes", "Pants"]},
+        {"name": "arms", "parts": ["Left-arm"]}]}).bind(lip)
+    arrays = ph.synthetic_arrays("lip_0", height=10, width=12)
+    lip_file = ph.write_tfrecord(tmp_path / "lip.tfrecord", [records.make_example(
+        jpeg=ph.jpeg_bytes(arrays["image"]), image_id="lip_0", height=10, width=12,
+        boxes=arrays["boxes"], person_mask=arrays["person_mask"],
+        parts_fine=np.minimum(arrays["parts_fine"], 5), vocabulary=lip)])
+    pascal_file = ph.write_tfrecord(tmp_path / "pp.tfrecord", [ph.serialize(arrays)])
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.weights.h5").write_bytes(b"")
+    (run / "model.json").write_text(json.dumps({
+        "parts": "lip3", "num_classes": 4, "class_names": list(lip3.class_names),
+        "scheme": lip3.to_json(), "vocabulary": lip.to_json(), "width_multiplier": 0.0625}))
+    resolved = evaluation.validate(evaluation.EvalConfig(eval_data=lip_file,
+                                                         model_dir=str(run)))
+    assert resolved.scheme.same_merge(lip3) and resolved.scheme.vocabulary == lip
+    assert evaluation.table_columns(resolved.scheme) == ["head", "body", "arms", "mean"]
+    with pytest.raises(evaluation.ConfigError, match="does not fit") as err:
+        evaluation.validate(evaluation.EvalConfig(eval_data=pascal_file, model_dir=str(run)))
+    assert "'Hat', 'Face'" in str(err.value)
+    metrics = {"parts": "lip3", "class_names": list(lip3.class_names),
+               "iou": {"background": 0.9, "head": 0.5, "body": 0.25, "arms": None}}
+    assert evaluation.table_values(metrics, "lip3") == [50.0, 25.0, None, 37.5]

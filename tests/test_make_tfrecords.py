@@ -486,7 +486,7 @@ def test_every_shard_holds_a_record_and_the_readers_take_the_set(
     """What the converter writes, the project's own readers accept: no shard is empty,
     whatever --num_shards against the number of examples."""
     from coseg_tf import train_lib
-    from pipelines import decode, streams
+    from pipelines import dataset_files, streams
 
     ids = list(PERSON_IDS[:num_ids])
     out = tmp_path / "out"
@@ -499,8 +499,8 @@ def test_every_shard_holds_a_record_and_the_readers_take_the_set(
     assert [s["examples"] for s in manifest["shards"]] == [
         len(ids[i::used]) for i in range(used)]
     pattern = str(out / "train-*")
-    for path in streams.list_files(pattern):
-        decode.check_schema(path)  # raises "the file holds no record" for an empty one
+    for path in dataset_files.list_files(pattern):
+        dataset_files.inspect_file(path)  # raises "the file holds no record" for an empty one
     parsed, _, _ = read_split(out)
     assert sorted(parsed) == sorted(ids)
     assert streams.read_ids(pattern) == [e["id"] for e in manifest["examples"]]

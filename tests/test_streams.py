@@ -1,6 +1,5 @@
 """Tests of pipelines/streams.py: files and ids, the labeled subset, every stream."""
 
-import json
 import random
 
 import keras
@@ -34,60 +33,6 @@ def _merged(arrays, scheme):
     """int32 class map of synthetic arrays by part names (not the lookup table)."""
     parts = [(name, arrays["parts_fine"] == schema.PART_ID[name]) for name in schema.PART_NAMES]
     return ph.class_map_by_names(parts, arrays["person_mask"], schema.get_scheme(scheme))
-
-
-# === Files and ids ===
-
-def test_list_files_sorted_and_comma_separated(tmp_path):
-    for name in ("b.tfrecord", "a.tfrecord", "c.rec"):
-        ph.write_tfrecord(tmp_path / name, [])
-    assert streams.list_files(str(tmp_path / "*.tfrecord")) == [
-        str(tmp_path / "a.tfrecord"), str(tmp_path / "b.tfrecord")]
-    both = f"{tmp_path / 'c.rec'}, {tmp_path / '*.tfrecord'}"
-    assert streams.list_files(both) == sorted(str(tmp_path / n) for n in
-                                              ("a.tfrecord", "b.tfrecord", "c.rec"))
-    missing = str(tmp_path / "train-*")
-    with pytest.raises(ValueError, match="no file matches") as err:
-        streams.list_files(missing)
-    assert missing in str(err.value)
-    with pytest.raises(ValueError, match="nope"):
-        streams.list_files(f"{tmp_path / 'a.tfrecord'},{tmp_path / 'nope*'}")
-
-
-def test_read_ids_scans_records_in_file_order(split):
-    pattern, arrays = split
-    assert streams.read_ids(pattern) == ph.ids_in_file_order(list(arrays.values()),
-                                                             NUM_SHARDS)
-
-
-def test_read_ids_prefers_a_complete_ids_manifest(tmp_path):
-    arrays = [ph.synthetic_arrays(f"m{i}", height=6, width=6, seed=i) for i in range(4)]
-    # The manifest lists the ids in an order the records do not have, so the test can
-    # tell which one was read.
-    listed = ["m3", "m2", "m1", "m0"]
-    ph.write_split(tmp_path, "train", arrays, 2, manifest=listed)
-    assert streams.read_ids(str(tmp_path / "train-*")) == listed
-    # `train*` also matches the manifest, which is not a record file.
-    assert streams.list_files(str(tmp_path / "train*")) == streams.list_files(
-        str(tmp_path / "train-*"))
-    assert streams.read_ids(str(tmp_path / "train*")) == listed
-    # One shard of two: a plain id list does not say which ids it holds; scanned.
-    assert streams.read_ids(str(tmp_path / "train-00001-of-00002.tfrecord")) == ["m1", "m3"]
-
-
-def test_read_ids_from_a_per_shard_manifest(tmp_path):
-    # The layout of tools/make_tfrecords.py: per-shard counts, examples in shard order.
-    arrays = [ph.synthetic_arrays(f"m{i}", height=6, width=6, seed=i) for i in range(5)]
-    shard0, shard1 = "val-00000-of-00002.tfrecord", "val-00001-of-00002.tfrecord"
-    listed = {shard0: ["x0", "x2", "x4"], shard1: ["x1", "x3"]}  # not the records' ids
-    ph.write_split(tmp_path, "val", arrays, 2, manifest=listed)
-    assert streams.read_ids(str(tmp_path / "val-*")) == ["x0", "x2", "x4", "x1", "x3"]
-    assert streams.read_ids(str(tmp_path / shard1)) == ["x1", "x3"]
-    # A manifest that does not add up is not trusted: the records are scanned.
-    content = json.loads((tmp_path / "val.manifest.json").read_text())
-    content["shards"][0]["examples"] = 2
-    (tmp_path / "val.manifest.json").write_text(json.dumps(content))
-    assert streams.read_ids(str(tmp_path / "val-*")) == ["m0", "m2", "m4", "m1", "m3"]
 
 
 def test_select_labeled_ids_by_seed():
@@ -457,3 +402,41 @@ def test_eval_dataset_whole_images(split):
         # (rectangles), so the two modes agree here.
         np.testing.assert_array_equal(b["human_region"][0, ..., 0],
                                       (a["person_mask"] > 0).astype(np.float32))
+
+
+# === Box-only records (make_tfrecords.py --source=boxes_only) ===
+
+def _write_boxes_only(directory, n=3):
+    from pipelines import records
+
+    examples = []
+    for i in range(n):
+        arrays = ph.synthetic_arrays(f"box_{i}", height=14, width=18, seed=20 + i)
+        examples.append(records.make_example(
+            jpeg=ph.jpeg_bytes(arrays["image"]), image_id=arrays["id"], height=14,
+            width=18, boxes=arrays["boxes"]))
+    return ph.write_tfrecord(directory / "boxes-00000-of-00001.tfrecord", examples)
+
+
+def test_the_unlabeled_stream_reads_box_only_and_labeled_records_together(split, tmp_path):
+    pattern, _ = split
+    boxes = _write_boxes_only(tmp_path)
+    ds = streams.unlabeled_dataset(f"{pattern},{boxes}", batch_size=4, crop_size=CROP,
+                                   shuffle_buffer=16, seed=3)
+    seen = set()
+    for batch in _first(ds, 6):
+        assert set(batch) == {"image", "human_region", "id"}
+        seen |= {i.decode() for i in batch["id"]}
+    assert {"box_0", "box_1", "box_2"} <= seen and len(seen) > 3
+
+
+def test_a_box_only_record_in_the_labeled_stream_is_refused_naming_it(tmp_path):
+    from pipelines import decode
+
+    boxes = _write_boxes_only(tmp_path, n=2)
+    ds = streams.labeled_dataset(boxes, ids=["box_0"], scheme="all4", batch_size=1,
+                                 crop_size=CROP)
+    with pytest.raises(tf.errors.InvalidArgumentError) as err:
+        _first(ds)
+    image_id, problem = decode.bad_record_in(err.value)
+    assert image_id == "box_0" and "carries no part labels" in problem

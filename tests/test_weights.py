@@ -167,3 +167,80 @@ def test_model_without_vgg_layers(tmp_path):
                         name="tiny")
     with pytest.raises(ValueError, match="tiny.*block1_conv2"):
         load_vgg16_weights(model, path)
+
+
+# === Keras' cache: --init=vgg16 without --init_weights ===
+
+def _origin(monkeypatch, tmp_path, data, file_hash=None):
+    """Points the fetch at a file:// origin holding `data`, with a cache in tmp_path."""
+    import hashlib
+
+    from coseg_tf import weights
+
+    source = tmp_path / "origin" / weights.VGG16_WEIGHTS_FILE
+    source.parent.mkdir(exist_ok=True)
+    source.write_bytes(data)
+    monkeypatch.setattr(weights, "VGG16_WEIGHTS_ORIGIN", source.as_uri())
+    monkeypatch.setattr(weights, "VGG16_WEIGHTS_MD5",
+                        file_hash or hashlib.md5(data).hexdigest())
+    monkeypatch.setattr(weights, "VGG16_CACHE_DIR", str(tmp_path / "keras_home"))
+    return source
+
+
+def test_the_published_origin_and_hash_are_keras_own():
+    from keras.src.applications import vgg16
+
+    from coseg_tf import weights
+
+    assert weights.VGG16_WEIGHTS_ORIGIN == vgg16.WEIGHTS_PATH_NO_TOP
+    # The file_hash keras.applications.vgg16 passes to get_file for the notop file.
+    import inspect
+    assert f'file_hash="{weights.VGG16_WEIGHTS_MD5}"' in inspect.getsource(vgg16.VGG16)
+
+
+def test_fetched_once_through_keras_cache_and_loaded(monkeypatch, tmp_path):
+    from coseg_tf import weights
+
+    arrays = _vgg_arrays(WIDTH)
+    local = tmp_path / "local.h5"
+    _write_legacy_h5(local, arrays)
+    source = _origin(monkeypatch, tmp_path, local.read_bytes())
+    path = weights.vgg16_weights_path(None)
+    assert path == str(tmp_path / "keras_home" / "models" / weights.VGG16_WEIGHTS_FILE)
+    source.unlink()  # the cached copy serves from now on (its hash checked again)
+    assert weights.vgg16_weights_path(None) == path
+    assert weights.vgg16_weights_path(str(local)) == str(local)
+    model = build_deeplab_largefov(num_classes=3, width_multiplier=WIDTH)
+    load_vgg16_weights(model, path)
+    np.testing.assert_array_equal(model.get_layer("block5_conv3").bias.numpy(),
+                                  arrays["block5_conv3"][1])
+
+
+def test_a_file_without_the_published_hash_is_refused_and_removed(monkeypatch, tmp_path):
+    from coseg_tf import weights
+
+    _origin(monkeypatch, tmp_path, b"not the VGG16 weights",
+            file_hash="6d6bbae143d832006294945121d1f1fc")  # the published one
+    with pytest.raises(weights.WeightsUnavailableError, match="published MD5 hash") as err:
+        weights.fetch_vgg16_weights()
+    assert "--init_weights=PATH" in str(err.value)
+    assert not (tmp_path / "keras_home" / "models" / weights.VGG16_WEIGHTS_FILE).exists()
+
+
+def test_without_network_the_error_says_to_pass_init_weights(monkeypatch, tmp_path):
+    from coseg_tf import train_lib, weights
+
+    monkeypatch.setattr(weights, "VGG16_WEIGHTS_ORIGIN", (tmp_path / "absent.h5").as_uri())
+    monkeypatch.setattr(weights, "VGG16_CACHE_DIR", str(tmp_path / "keras_home"))
+    with pytest.raises(weights.WeightsUnavailableError, match="cannot fetch") as err:
+        weights.fetch_vgg16_weights()
+    assert "without network, pass --init_weights=PATH" in str(err.value)
+    # train.py refuses before any work, naming the flags.
+    import pipeline_helpers as ph
+    ph.write_split(tmp_path, "train", [ph.synthetic_arrays(f"x{i}", seed=i) for i in range(2)],
+                   1)
+    config = train_lib.TrainConfig(train_data=str(tmp_path / "train-*"), num_labeled=1,
+                                   model_dir=str(tmp_path / "run"), init="vgg16")
+    with pytest.raises(train_lib.ConfigError, match="--init=vgg16 without --init_weights"):
+        train_lib.run_training(config)
+    assert not (tmp_path / "run").exists()

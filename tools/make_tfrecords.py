@@ -1,44 +1,70 @@
-r"""Converts Pascal VOC images + Pascal-Part annotations into coseg_tf TFRecords.
+r"""Converts images and their annotations into coseg_tf TFRecords, from one of three sources.
 
-Expected input (the three directories are given separately; these are their usual
-places):
+--source (tools/sources.py) says what the inputs are:
 
-  VOCdevkit/VOC2010/
-  ├── JPEGImages/          --images_dir           ID.jpg (the image, copied as is)
-  └── Annotations/         --voc_annotations_dir  ID.xml (optional: person boxes)
-  trainval/Annotations_Part/
-  └── ID.mat               --pascal_part_dir      the Pascal-Part annotation of ID
-  train_id.txt             --split_list           optional: one id a line; without
-                                                  it every ID.mat is converted (sorted)
+  pascal_part (default): Pascal VOC images + Pascal-Part annotations
+    VOCdevkit/VOC2010/
+    ├── JPEGImages/        --images_dir           ID.jpg (the image, copied as is)
+    └── Annotations/       --voc_annotations_dir  ID.xml (optional: person boxes)
+    trainval/Annotations_Part/
+    └── ID.mat             --pascal_part_dir      the Pascal-Part annotation of ID
+  label_png: images + PNG label maps (Pascal-Person-Part's usual release, LIP, CIHP,
+  ATR, your own), tools/label_png.py
+    images/ID.jpg          --images_dir
+    labels/ID.png          --labels_dir           palette or grey PNG, value = label
+    vocabulary.txt         --vocabulary           the name of each value, from 0
+    [--voc_annotations_dir or --coco_file]        optional person boxes; default one
+                                                  box per connected labeled region
+  boxes_only: images + person boxes, no part labels (the unlabeled pool),
+  tools/boxes_only.py
+    photos/ID.jpg          --images_dir
+    --voc_annotations_dir or --coco_file [--min_score]   the boxes: VOC XML, a COCO
+                           instances file (crowds skipped and counted) or COCO-format
+                           detection results (boxes under --min_score dropped and
+                           counted); an image left without a box is skipped, counted
+  train_id.txt             --split_list           optional (every source): one id a
+                                                  line; without it every ID.mat, ID.png
+                                                  label map or image, sorted
 
-Output (--output_dir), for --split_name=train --num_shards=4:
+Output (--output_dir), for --split_name=train --num_shards=4 (names:
+`pipelines.dataset_files`):
 
   train-00000-of-00004.tfrecord
   ...
   train-00003-of-00004.tfrecord
-  train.manifest.json      schema version, counts, the written ids in shard order with
-                           their person counts, each skipped id and why, the part
-                           vocabulary, the sources and the arguments
+  train.manifest.json      schema version, the source and what its records carry
+                           ("annotation": parts or boxes), the vocabulary, counts (what
+                           was written, skipped and why, dropped crowds and scores), the
+                           written ids in shard order with their person counts, each
+                           skipped id and why, the box source, the inputs and arguments
 
 Each record is a `tf.train.Example` written by `pipelines.records.make_example` (the one
 format of `pipelines/schema.py`) with the feature keys:
 
-  image/encoded   bytes    the original JPEG bytes; for a JPEG whose EXIF Orientation
-                           tag is 2..8, the upright image re-encoded (same quantization)
-  image/id        bytes    image id, e.g. b"2008_000652"
-  image/height    int64
-  image/width     int64
-  human/boxes     float[]  N x 4 flattened, normalized (ymin, xmin, ymax, xmax)
-  person/mask     bytes    PNG, uint8, 0 = no person, k = k-th person object (file order)
-  parts/fine      bytes    PNG, uint8, 0 = no part, i = schema.PART_NAMES[i - 1]; the
-                           person objects' parts painted in file order, a later part
-                           over an earlier one (parts of other objects are ignored)
+  image/encoded     bytes    the original JPEG bytes; for a JPEG whose EXIF Orientation
+                             tag is 2..8, the upright image re-encoded (same quantization)
+  image/id          bytes    image id, e.g. b"2008_000652"
+  image/height      int64
+  image/width       int64
+  human/boxes       float[]  N x 4 flattened, normalized (ymin, xmin, ymax, xmax)
+  annotation/kind   bytes    b"parts" (pascal_part, label_png) or b"boxes" (boxes_only)
+  and for b"parts" only:
+  person/mask       bytes    PNG, uint8, 0 = no person, k = k-th person (pascal_part: the
+                             k-th person object in file order; label_png: the k-th
+                             connected labeled region)
+  parts/fine        bytes    PNG, uint8, 0 = no part, i = the i-th vocabulary name
+                             (pascal_part: the person objects' parts painted in file
+                             order, a later part over an earlier one, parts of other
+                             objects ignored; label_png: the PNG's values as they are)
+  parts/vocabulary  bytes[]  the vocabulary (pascal_part: schema.PART_NAMES)
 
 Boxes (pixel i covers [i, i + 1)):
-- without --voc_annotations_dir, one box per person object: the tight box of its mask,
-  (rmin / H, cmin / W, (rmax + 1) / H, (cmax + 1) / W);
-- with it, every <object> named "person" of ID.xml; VOC boxes are 1-based and inclusive,
-  so ((ymin - 1) / H, (xmin - 1) / W, ymax / H, xmax / W), clipped to [0, 1].
+- pascal_part without a box file: one box per person object, the tight box of its mask,
+  (rmin / H, cmin / W, (rmax + 1) / H, (cmax + 1) / W); label_png without one: the tight
+  box of each connected labeled region (persons who touch share one);
+- VOC XML: every <object> named "person" of ID.xml; VOC boxes are 1-based and
+  inclusive, so ((ymin - 1) / H, (xmin - 1) / W, ymax / H, xmax / W), clipped to [0, 1];
+- COCO: bbox [x, y, w, h] -> (y / H, x / W, (y + h) / H, (x + w) / W), clipped.
 
 Orientation: annotations refer to the upright image a viewer shows. A JPEG whose EXIF
 Orientation tag is 2..8 is turned upright (the pipeline's tf.io.decode_jpeg ignores
@@ -48,11 +74,16 @@ is a JPEG (Pillow calls some "MPO"); every image is decoded once by the pipeline
 decoder (pipelines.decode.check_jpeg) before it is written, so what the converter
 accepts is what the training pipeline reads.
 
-Images without a person are skipped ("no person"). Bad input (a missing, empty, corrupt
-or truncated JPEG, or one TensorFlow cannot decode; a missing, truncated or malformed .mat; a mask whose size differs
-from the image; an unknown person part name; an id with no files; a broken XML; a file
-name that is not UTF-8; an image of more than --max_pixels pixels, 25 megapixels by
-default, checked from the JPEG header before anything large is read) is skipped and listed in the manifest with the message naming the file and the problem
+Images without a person are skipped ("no person": no person object, an all-0 label
+map, no person box). Bad input (a missing, empty, corrupt or truncated JPEG, or one
+TensorFlow cannot decode; an image in another format, such as a PNG photo: the records
+hold JPEGs; a missing, truncated or malformed .mat; a mask or label map whose size
+differs from the image; an unknown person part name; a label value the vocabulary does
+not name; a colour PNG as a label map; an id with no files; a broken XML; an image a
+COCO instances file does not list; a file name that is not UTF-8; an image of more than
+--max_pixels pixels, 25 megapixels by default, checked from the JPEG header before
+anything large is read) is skipped and listed in the manifest with the message naming
+the file and the problem
 (--on_error=skip), or stops the run with exit code 1 and no output files
 (--on_error=fail).
 
@@ -71,7 +102,7 @@ shard count are removed only once the new set is complete. Outputs of other spli
 never touched. Output goes through `tf.io.gfile`, so --output_dir may be gs://...; the
 inputs are read by worker processes without TensorFlow and must be local.
 
-Usage:
+Usage (README, "Your own data", for the other sources):
   python -m tools.make_tfrecords \
     --pascal_part_dir=trainval/Annotations_Part \
     --images_dir=VOCdevkit/VOC2010/JPEGImages \
@@ -85,9 +116,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import contextlib
-import functools
 import itertools
-import json
 import multiprocessing
 import os
 import re
@@ -98,11 +127,12 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from pipelines import dataset_files
 from pipelines import records
 from pipelines import schema
-from pipelines import textfiles
-from tools import pascal_part
-from tools.pascal_part import BadInputError  # re-exported: convert raises it
+from tools import source_images
+from tools import sources
+from tools.source_images import BadInputError  # re-exported: convert raises it
 
 TOOL_NAME = "tools/make_tfrecords.py"
 TOOL_VERSION = "1.0"
@@ -112,68 +142,19 @@ _SPLIT_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 __all__ = ["convert", "main", "run", "define_flags", "ArgumentError", "BadInputError",
            "shard_name", "manifest_name"]
 
-
-class ArgumentError(ValueError):
-    """A bad argument/flag, found before any work; the message starts with the flag."""
-
-
-def shard_name(split_name: str, index: int, num_shards: int) -> str:
-    """File name of shard `index` of `num_shards`: SPLIT-00000-of-00004.tfrecord."""
-    return "%s-%05d-of-%05d.tfrecord" % (split_name, index, num_shards)
-
-
-def manifest_name(split_name: str) -> str:
-    """File name of the split's manifest: SPLIT.manifest.json."""
-    return f"{split_name}.manifest.json"
+# The argument error of every source; the names of the files are dataset_files'.
+ArgumentError = sources.ArgumentError
+shard_name = dataset_files.shard_name
+manifest_name = dataset_files.manifest_name
 
 
 # === Arguments ===
 
-def _check_dir(flag: str, path) -> str:
-    if not path:
-        raise ArgumentError(f"--{flag}: required")
-    path = os.fspath(path)
-    if not os.path.isdir(path):
-        raise ArgumentError(f"--{flag}: {path} is not a directory")
-    return os.path.abspath(path)
-
-
-def _read_split_list(path: str) -> list:
-    """Ids of a split list: one id a line, blank lines ignored, last newline optional;
-    UTF-8 with or without a byte-order mark, LF or CRLF (`pipelines.textfiles`)."""
-    try:
-        lines = textfiles.read_lines(path)
-    except (OSError, ValueError) as e:
-        raise ArgumentError(f"--split_list: cannot read {path} ({e})") from None
-    ids, seen = [], {}
-    for number, line in enumerate(lines, start=1):
-        tokens = line.split()
-        if not tokens:
-            continue
-        if len(tokens) > 1 or "/" in tokens[0] or "\\" in tokens[0] or tokens[0] in (".", ".."):
-            raise ArgumentError(f"--split_list: {path} line {number}: expected one image id "
-                                f"a line (like 2008_000652), got {line.strip()!r}")
-        image_id = tokens[0]
-        if image_id in seen:
-            raise ArgumentError(f"--split_list: {path} lists {image_id!r} twice "
-                                f"(lines {seen[image_id]} and {number})")
-        seen[image_id] = number
-        ids.append(image_id)
-    if not ids:
-        raise ArgumentError(f"--split_list: {path} lists no ids")
-    return ids
-
-
-def _resolve_arguments(*, pascal_part_dir, images_dir, output_dir, split_name,
-                       voc_annotations_dir, split_list, num_shards, num_workers, on_error,
-                       max_pixels):
-    """Checked, normalized arguments and the ids to convert; ArgumentError otherwise."""
-    args = {
-        "pascal_part_dir": _check_dir("pascal_part_dir", pascal_part_dir),
-        "images_dir": _check_dir("images_dir", images_dir),
-        "voc_annotations_dir": (None if voc_annotations_dir is None else
-                                _check_dir("voc_annotations_dir", voc_annotations_dir)),
-    }
+def _resolve_arguments(*, source, output_dir, split_name, num_shards, num_workers,
+                       on_error, max_pixels, **given):
+    """Checked, normalized arguments and the source's `sources.Plan`; ArgumentError
+    otherwise (the common flags first, then the source's, then its ids)."""
+    args = {"source": source}
     if not output_dir:
         raise ArgumentError("--output_dir: required")
     args["output_dir"] = os.fspath(output_dir)
@@ -193,35 +174,12 @@ def _resolve_arguments(*, pascal_part_dir, images_dir, output_dir, split_name,
         raise ArgumentError(f"--on_error: must be one of {', '.join(ON_ERROR_CHOICES)}, "
                             f"got {on_error!r}")
     args["on_error"] = on_error
-    if split_list is not None:
-        split_list = os.fspath(split_list)
-        if not os.path.isfile(split_list):
-            raise ArgumentError(f"--split_list: {split_list} is not a file")
-        args["split_list"] = os.path.abspath(split_list)
-        ids = _read_split_list(split_list)
-    else:
-        args["split_list"] = None
-        ids = sorted(name[:-len(".mat")] for name in os.listdir(args["pascal_part_dir"])
-                     if name.endswith(".mat") and not name.startswith(".")
-                     and os.path.isfile(os.path.join(args["pascal_part_dir"], name)))
-        if not ids:
-            raise ArgumentError(f"--pascal_part_dir: no .mat files in {pascal_part_dir}")
-    return args, ids
+    args.update(sources.resolve(source, given))
+    plan = sources.make_plan(source, args, max_pixels)
+    return args, plan
 
 
 # === Output files ===
-
-def _split_files(gfile, output_dir: str, split_name: str):
-    """(finished shards, temporary files) of `split_name` in output_dir, by file name."""
-    split = re.escape(split_name)
-    shard_re = re.compile(rf"^{split}-\d{{5,}}-of-\d{{5,}}\.tfrecord$")
-    # Temporary directories of a run (.SPLIT.tmp-PID), and the temporary files that
-    # earlier versions wrote beside the shards.
-    tmp_re = re.compile(rf"^\.(?:{split}-\d{{5,}}-of-\d{{5,}}\.tfrecord|"
-                        rf"{split}\.manifest\.json|{split})\.tmp-\d+$")
-    names = [n.rstrip("/") for n in gfile.listdir(output_dir)]
-    return ([n for n in names if shard_re.match(n)], [n for n in names if tmp_re.match(n)])
-
 
 def _remove_quietly(gfile, path: str) -> None:
     try:
@@ -279,8 +237,9 @@ class _Progress:
 # === Conversion ===
 
 @contextlib.contextmanager
-def _outcomes(ids, num_workers: int, **dirs):
-    """Iterator over `pascal_part.convert_one` outcomes, in the order of `ids`.
+def _outcomes(tasks, num_workers: int, fn):
+    """Iterator over the outcomes of `fn(image_id, **arguments)` for each task of
+    `tasks` ([(image_id, arguments)], a `sources.Plan`'s), in their order.
 
     With num_workers > 1 the images are read by a process pool started with 'spawn';
     the workers import only NumPy, SciPy and PIL (never TensorFlow). Results are taken
@@ -289,23 +248,22 @@ def _outcomes(ids, num_workers: int, **dirs):
     that dies (killed, out of memory) raises BrokenProcessPool instead of hanging.
     Leaving the context cancels what has not started and waits for the rest.
     """
-    fn = functools.partial(pascal_part.convert_one, **dirs)
-    num_workers = min(num_workers, len(ids))
+    num_workers = min(num_workers, len(tasks))
     if num_workers <= 1:
-        yield map(fn, ids)
+        yield (fn(image_id, **arguments) for image_id, arguments in tasks)
         return
     ctx = multiprocessing.get_context("spawn")
     executor = concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=ctx)
 
     def ordered():
         window = collections.deque()
-        pending = iter(ids)
-        for image_id in itertools.islice(pending, 4 * num_workers):
-            window.append(executor.submit(fn, image_id))
+        pending = iter(tasks)
+        for image_id, arguments in itertools.islice(pending, 4 * num_workers):
+            window.append(executor.submit(fn, image_id, **arguments))
         while window:
             outcome = window.popleft().result()
-            for image_id in itertools.islice(pending, 1):
-                window.append(executor.submit(fn, image_id))
+            for image_id, arguments in itertools.islice(pending, 1):
+                window.append(executor.submit(fn, image_id, **arguments))
             yield outcome
 
     try:
@@ -314,20 +272,23 @@ def _outcomes(ids, num_workers: int, **dirs):
         executor.shutdown(wait=True, cancel_futures=True)
 
 
-def convert(*, pascal_part_dir, images_dir, output_dir, split_name="train",
+def convert(*, pascal_part_dir=None, images_dir=None, output_dir=None, split_name="train",
             voc_annotations_dir=None, split_list=None, num_shards=1, num_workers=1,
             on_error="skip", progress=True,
-            max_pixels=pascal_part.DEFAULT_MAX_PIXELS) -> dict:
-    """Converts one split to `output_dir/SPLIT-%05d-of-%05d.tfrecord` + SPLIT.manifest.json.
+            max_pixels=source_images.DEFAULT_MAX_PIXELS, source="pascal_part",
+            labels_dir=None, vocabulary=None, coco_file=None, min_score=None) -> dict:
+    """Converts one split to shards + a manifest in output_dir (`dataset_files` names).
 
     Args:
-      pascal_part_dir: directory of the Pascal-Part `ID.mat` files.
-      images_dir: directory of the VOC `ID.jpg` images.
+      pascal_part_dir: pascal_part: directory of the Pascal-Part `ID.mat` files.
+      images_dir: directory of the `ID.jpg` images (every source).
       output_dir: where shards and manifest go (created; any `tf.io.gfile` path).
       split_name: file-name prefix of the shards and manifest.
-      voc_annotations_dir: optional directory of VOC `ID.xml` files: boxes come from
-        their person objects instead of the tight boxes of the person masks.
-      split_list: optional file of ids, one a line; default every `.mat` (sorted).
+      voc_annotations_dir: optional directory of VOC `ID.xml` files: the person boxes
+        (pascal_part: instead of the tight boxes of the person masks; label_png:
+        instead of one box per labeled region; boxes_only: one box file is required).
+      split_list: optional file of ids, one a line; default every `.mat` (pascal_part),
+        every `.png` label map (label_png) or every image (boxes_only), sorted.
       num_shards: number of output shards (>= 1); fewer when fewer examples are
         written (one each: no shard is empty).
       num_workers: processes reading images (1 = in this process).
@@ -335,7 +296,15 @@ def convert(*, pascal_part_dir, images_dir, output_dir, split_name="train",
         BadInputError and leaves no output file of this run.
       progress: show a progress bar on stderr.
       max_pixels: images with more pixels are bad input (0 = no limit); checked from
-        the JPEG header, before the image or its masks are read.
+        the JPEG header, before the image or its annotations are read.
+      source: "pascal_part", "label_png" or "boxes_only" (`tools/sources.py`).
+      labels_dir: label_png: directory of the `ID.png` label maps.
+      vocabulary: label_png: the vocabulary file naming the label values
+        (`pipelines.schema.read_vocabulary`).
+      coco_file: label_png, boxes_only: person boxes from a COCO instances file or
+        COCO-format detection results (`pipelines.boxes.read_coco`).
+      min_score: with coco_file: boxes with a lower "score" are dropped and counted;
+        None = sources.DEFAULT_MIN_SCORE.
 
     Returns:
       The manifest (the dict written to SPLIT.manifest.json).
@@ -345,14 +314,17 @@ def convert(*, pascal_part_dir, images_dir, output_dir, split_name="train",
       BadInputError: with on_error="fail", the first bad input (naming file and problem);
         whatever on_error, when no example is left to write (nothing is written).
     """
-    arguments = dict(pascal_part_dir=pascal_part_dir, images_dir=images_dir,
-                     output_dir=output_dir, split_name=split_name,
-                     voc_annotations_dir=voc_annotations_dir, split_list=split_list,
-                     num_shards=num_shards, num_workers=num_workers, on_error=on_error,
-                     progress=progress, max_pixels=max_pixels)
+    arguments = dict(source=source, pascal_part_dir=pascal_part_dir, images_dir=images_dir,
+                     labels_dir=labels_dir, vocabulary=vocabulary,
+                     voc_annotations_dir=voc_annotations_dir, coco_file=coco_file,
+                     min_score=min_score, output_dir=output_dir, split_name=split_name,
+                     split_list=split_list, num_shards=num_shards, num_workers=num_workers,
+                     on_error=on_error, progress=progress, max_pixels=max_pixels)
     arguments = {k: (os.fspath(v) if isinstance(v, os.PathLike) else v)
                  for k, v in arguments.items()}
-    args, ids = _resolve_arguments(**{k: v for k, v in arguments.items() if k != "progress"})
+    args, plan = _resolve_arguments(**{k: v for k, v in arguments.items()
+                                       if k != "progress"})
+    ids = [image_id for image_id, _ in plan.tasks]
 
     import tensorflow as tf  # lazy: the parent alone needs it (writer, gfile, make_example)
 
@@ -363,7 +335,7 @@ def convert(*, pascal_part_dir, images_dir, output_dir, split_name="train",
     created_dir = not gfile.exists(out_dir)
     gfile.makedirs(out_dir)
     split = args["split_name"]
-    _, stale = _split_files(gfile, out_dir, split)
+    _, stale = dataset_files.split_files(out_dir, split)
     for name in stale:
         logging.warning("removing stale temporary output %s of an interrupted run",
                         os.path.join(out_dir, name))
@@ -371,7 +343,7 @@ def convert(*, pascal_part_dir, images_dir, output_dir, split_name="train",
 
     num_shards = args["num_shards"]
     finals = [shard_name(split, i, num_shards) for i in range(num_shards)]
-    tmp_dir = os.path.join(out_dir, f".{split}.tmp-{os.getpid()}")
+    tmp_dir = os.path.join(out_dir, dataset_files.tmp_dir_name(split, os.getpid()))
     tmps = [os.path.join(tmp_dir, name) for name in finals]
     shard_ids = [[] for _ in range(num_shards)]  # manifest entries, per shard
     skipped = []
@@ -382,16 +354,13 @@ def convert(*, pascal_part_dir, images_dir, output_dir, split_name="train",
     try:
         gfile.makedirs(tmp_dir)
         writers = [tf.io.TFRecordWriter(path) for path in tmps]
-        with _outcomes(ids, args["num_workers"], pascal_part_dir=args["pascal_part_dir"],
-                       images_dir=args["images_dir"],
-                       voc_annotations_dir=args["voc_annotations_dir"],
-                       max_pixels=args["max_pixels"]) as outcomes:
+        with _outcomes(plan.tasks, args["num_workers"], plan.convert_one) as outcomes:
             for outcome in outcomes:
                 done += 1
-                if isinstance(outcome, pascal_part.Converted):
+                if isinstance(outcome, source_images.Converted):
                     outcome = _decodable(outcome)
-                if isinstance(outcome, pascal_part.Skipped):
-                    if outcome.kind == pascal_part.BAD_INPUT:
+                if isinstance(outcome, source_images.Skipped):
+                    if outcome.kind == source_images.BAD_INPUT:
                         if args["on_error"] == "fail":
                             raise BadInputError(outcome.reason)
                         logging.warning("skipping %s: %s", outcome.image_id, outcome.reason)
@@ -402,7 +371,8 @@ def convert(*, pascal_part_dir, images_dir, output_dir, split_name="train",
                     writers[shard].write(records.make_example(
                         jpeg=outcome.jpeg, image_id=outcome.image_id, height=outcome.height,
                         width=outcome.width, boxes=outcome.boxes,
-                        person_mask=outcome.person_mask, parts_fine=outcome.parts_fine))
+                        person_mask=outcome.person_mask, parts_fine=outcome.parts_fine,
+                        vocabulary=plan.vocabulary or schema.PASCAL_PART))
                     entry = {"id": outcome.image_id, "persons": outcome.num_persons,
                              "boxes": len(outcome.boxes), "shard": shard}
                     if outcome.orientation != 1:  # turned upright and re-encoded
@@ -415,8 +385,8 @@ def convert(*, pascal_part_dir, images_dir, output_dir, split_name="train",
         if not written:
             raise BadInputError(
                 f"no example to write: all {len(ids)} ids were skipped (no person: "
-                f"{sum(s['kind'] == pascal_part.NO_PERSON for s in skipped)}, bad input: "
-                f"{sum(s['kind'] == pascal_part.BAD_INPUT for s in skipped)}); a split "
+                f"{sum(s['kind'] == source_images.NO_PERSON for s in skipped)}, bad input: "
+                f"{sum(s['kind'] == source_images.BAD_INPUT for s in skipped)}); a split "
                 "without examples cannot be read, so nothing was written")
         # Never an empty shard (the readers refuse a file without records): with fewer
         # examples than --num_shards, one shard per example. Round-robin put example j
@@ -445,7 +415,7 @@ def convert(*, pascal_part_dir, images_dir, output_dir, split_name="train",
 
     bar.update(done, written, len(skipped), final=True)
 
-    manifest = _manifest(args, arguments, finals, shard_ids, skipped)
+    manifest = _manifest(args, arguments, plan, finals, shard_ids, skipped)
     _publish(gfile, out_dir, split, tmp_dir, finals, manifest)
 
     counts = manifest["counts"]
@@ -472,25 +442,29 @@ def _decodable(outcome):
         size = decode.check_jpeg(outcome.jpeg)
     except ValueError as e:
         reason = f"{outcome.image_path}: corrupt or truncated JPEG: {e}"
-        return pascal_part.Skipped(outcome.image_id, pascal_part.BAD_INPUT, reason)
+        return source_images.Skipped(outcome.image_id, source_images.BAD_INPUT, reason)
     if size != (outcome.height, outcome.width):
         reason = (f"{outcome.image_path}: TensorFlow decodes it as {size[0]}x{size[1]} "
                   f"(HxW), Pillow's header says {outcome.height}x{outcome.width}")
-        return pascal_part.Skipped(outcome.image_id, pascal_part.BAD_INPUT, reason)
+        return source_images.Skipped(outcome.image_id, source_images.BAD_INPUT, reason)
     return outcome
 
 
-def _manifest(args, arguments, finals, shard_ids, skipped) -> dict:
+def _manifest(args, arguments, plan, finals, shard_ids, skipped) -> dict:
     try:
         from importlib.metadata import version
         package_version = version("coseg_tf")
     except Exception:  # not installed: run from a checkout
         package_version = None
     examples = [entry for shard in shard_ids for entry in shard]
-    no_person = sum(s["kind"] == pascal_part.NO_PERSON for s in skipped)
+    no_person = sum(s["kind"] == source_images.NO_PERSON for s in skipped)
+    has_parts = plan.annotation == schema.ANNOTATION_PARTS
     return {
         "schema_version": schema.SCHEMA_VERSION,
         "split": args["split_name"],
+        "source": args["source"],
+        # What every record carries: parts (part map, instance mask, boxes) or boxes.
+        "annotation": plan.annotation,
         "counts": {
             "ids": len(examples) + len(skipped),
             "written": len(examples),
@@ -499,6 +473,7 @@ def _manifest(args, arguments, finals, shard_ids, skipped) -> dict:
             "skipped": len(skipped),
             "skipped_no_person": no_person,
             "skipped_bad_input": len(skipped) - no_person,
+            **plan.counts,
         },
         "num_shards": len(finals),
         "requested_num_shards": args["num_shards"],
@@ -506,11 +481,13 @@ def _manifest(args, arguments, finals, shard_ids, skipped) -> dict:
                    for name, ids in zip(finals, shard_ids)],
         "examples": examples,  # in shard order: shard 0's records, then shard 1's, ...
         "skipped": skipped,
-        "feature_keys": list(schema.FEATURE_KEYS),
-        "part_names": list(schema.PART_NAMES),
-        "box_source": "voc_xml" if args["voc_annotations_dir"] else "person_mask",
-        "sources": {k: args[k] for k in
-                    ("pascal_part_dir", "images_dir", "voc_annotations_dir", "split_list")},
+        "feature_keys": list(schema.FEATURE_KEYS if has_parts else schema.BOXES_FEATURE_KEYS),
+        # The vocabulary of parts/fine: value i is part_names[i - 1] (every record
+        # also names it); none for box-only records.
+        "vocabulary": plan.vocabulary.to_json() if plan.vocabulary else None,
+        "part_names": list(plan.vocabulary.part_names) if plan.vocabulary else None,
+        "box_source": plan.box_source,
+        "sources": plan.sources,
         "arguments": arguments,
         "created_by": {"tool": TOOL_NAME, "tool_version": TOOL_VERSION,
                        "coseg_tf_version": package_version},
@@ -520,7 +497,7 @@ def _manifest(args, arguments, finals, shard_ids, skipped) -> dict:
 def _publish(gfile, out_dir, split, tmp_dir, finals, manifest) -> None:
     """Renames the complete shards of `tmp_dir` into place, then writes the manifest."""
     manifest_path = os.path.join(out_dir, manifest_name(split))
-    old_shards, _ = _split_files(gfile, out_dir, split)
+    old_shards, _ = dataset_files.split_files(out_dir, split)
     if gfile.exists(manifest_path):  # the old manifest no longer describes the shards
         gfile.remove(manifest_path)
     for final in finals:
@@ -529,10 +506,7 @@ def _publish(gfile, out_dir, split, tmp_dir, finals, manifest) -> None:
     for name in sorted(set(old_shards) - set(finals)):  # another shard count
         logging.info("removing %s of an earlier run with another shard count", name)
         gfile.remove(os.path.join(out_dir, name))
-    tmp_manifest = os.path.join(tmp_dir, manifest_name(split))
-    with gfile.GFile(tmp_manifest, "w") as f:
-        f.write(json.dumps(manifest, indent=1) + "\n")
-    gfile.rename(tmp_manifest, manifest_path, overwrite=True)
+    dataset_files.write_manifest(out_dir, split, manifest, staging_dir=tmp_dir)
     _remove_quietly(gfile, tmp_dir)
 
 
@@ -541,17 +515,37 @@ def _publish(gfile, out_dir, split, tmp_dir, finals, manifest) -> None:
 def define_flags(flag_values=flags.FLAGS) -> None:
     """Defines this tool's flags. `run()` calls it, so importing the module defines none."""
     fv = dict(flag_values=flag_values)
+    # --- Source (tools/sources.py) ---
+    flags.DEFINE_enum("source", "pascal_part", list(sources.SOURCES),
+                      "What the inputs are: " + "; ".join(
+                          f"{s.name}: {s.summary}" for s in sources.SOURCES.values()) + ".",
+                      **fv)
     # --- Inputs ---
-    flags.DEFINE_string("pascal_part_dir", None,
-                        "Directory of the Pascal-Part ID.mat files (Annotations_Part).", **fv)
-    flags.DEFINE_string("images_dir", None, "Directory of the VOC ID.jpg images "
-                        "(VOCdevkit/VOC2010/JPEGImages).", **fv)
+    flags.DEFINE_string("pascal_part_dir", None, "pascal_part: directory of the "
+                        "Pascal-Part ID.mat files (Annotations_Part).", **fv)
+    flags.DEFINE_string("images_dir", None, "Directory of the ID.jpg images (e.g. "
+                        "VOCdevkit/VOC2010/JPEGImages).", **fv)
+    flags.DEFINE_string("labels_dir", None, "label_png: directory of the ID.png label "
+                        "maps (palette or grey PNG, pixel value = label).", **fv)
+    flags.DEFINE_string("vocabulary", None, "label_png: file naming the label values, "
+                        "one name a line from value 0 (the background), or JSON (a list, "
+                        "or {\"0\": \"background\", \"1\": ...}).", **fv)
     flags.DEFINE_string("voc_annotations_dir", None,
-                        "Optional directory of VOC ID.xml files: person boxes come from "
-                        "them. Default: the tight boxes of the person masks.", **fv)
+                        "Directory of VOC ID.xml files: the person boxes. pascal_part "
+                        "default: the tight boxes of the person masks; label_png "
+                        "default: one box per labeled region.", **fv)
+    flags.DEFINE_string("coco_file", None,
+                        "label_png, boxes_only: person boxes from a COCO instances file "
+                        "(crowd annotations skipped and counted) or COCO-format detection "
+                        "results (a list with scores; image_id = the image's file stem).",
+                        **fv)
+    flags.DEFINE_float("min_score", None, "With --coco_file: boxes whose score is lower "
+                       f"are dropped and counted (default {sources.DEFAULT_MIN_SCORE}).",
+                       **fv)
     flags.DEFINE_string("split_list", None, "Optional file of image ids, one a line "
                         "(e.g. the Pascal-Person-Part train list). Default: every .mat "
-                        "in --pascal_part_dir.", **fv)
+                        "(pascal_part), .png label map (label_png) or image (boxes_only).",
+                        **fv)
     # --- Outputs ---
     flags.DEFINE_string("split_name", "train", "Prefix of the shard and manifest names.", **fv)
     flags.DEFINE_string("output_dir", None, "Where the shards and the manifest go.", **fv)
@@ -561,12 +555,11 @@ def define_flags(flag_values=flags.FLAGS) -> None:
     flags.DEFINE_enum("on_error", "skip", list(ON_ERROR_CHOICES),
                       "Bad input: 'skip' lists it in the manifest and goes on; 'fail' "
                       "stops with exit code 1 and leaves no output.", **fv)
-    flags.DEFINE_integer("max_pixels", pascal_part.DEFAULT_MAX_PIXELS,
+    flags.DEFINE_integer("max_pixels", source_images.DEFAULT_MAX_PIXELS,
                          "Images with more pixels (width x height) are skipped as bad "
                          "input, before they are decoded; 0 = no limit.", **fv)
     flags.DEFINE_boolean("progress", True, "Show a progress bar on stderr.", **fv)
-    flags.mark_flags_as_required(["pascal_part_dir", "images_dir", "output_dir"],
-                                 flag_values=flag_values)
+    flags.mark_flags_as_required(["output_dir"], flag_values=flag_values)
 
 
 def main(argv) -> int:
@@ -575,11 +568,13 @@ def main(argv) -> int:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     f = flags.FLAGS
     try:
-        convert(pascal_part_dir=f.pascal_part_dir, images_dir=f.images_dir,
-                output_dir=f.output_dir, split_name=f.split_name,
-                voc_annotations_dir=f.voc_annotations_dir, split_list=f.split_list,
-                num_shards=f.num_shards, num_workers=f.num_workers, on_error=f.on_error,
-                progress=f.progress, max_pixels=f.max_pixels)
+        convert(source=f.source, pascal_part_dir=f.pascal_part_dir, images_dir=f.images_dir,
+                labels_dir=f.labels_dir, vocabulary=f.vocabulary,
+                voc_annotations_dir=f.voc_annotations_dir, coco_file=f.coco_file,
+                min_score=f.min_score, output_dir=f.output_dir, split_name=f.split_name,
+                split_list=f.split_list, num_shards=f.num_shards,
+                num_workers=f.num_workers, on_error=f.on_error, progress=f.progress,
+                max_pixels=f.max_pixels)
     except (ArgumentError, BadInputError) as e:
         print(f"make_tfrecords: error: {e}", file=sys.stderr)
         return 1

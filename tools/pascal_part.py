@@ -34,6 +34,10 @@ What one image becomes:
   pipeline's own decoder (`pipelines.decode.check_jpeg`): what is written is what the
   training pipeline reads.
 
+The pieces every source shares (reading the JPEG upright, the size limit, the outcome
+types) are `tools/source_images.py`'s; VOC boxes are read by `pipelines.boxes`. They are
+re-exported here under their old names.
+
 Everything wrong with an input raises `BadInputError`, whose message names the file and
 the problem; `convert_one` turns that into a `Skipped` outcome for the converter.
 Two cases are refused although the files may be fine:
@@ -48,35 +52,22 @@ Two cases are refused although the files may be fine:
 from __future__ import annotations
 
 import dataclasses
-import io
 import os
-import xml.etree.ElementTree as ET
 
 import numpy as np
 import scipy.io
-from PIL import Image, ImageOps, JpegImagePlugin
 
 from pipelines import schema
+from pipelines.boxes import voc_person_boxes
+from tools.source_images import (  # re-exported: the converter and tests use these names
+    BAD_INPUT, DEFAULT_MAX_PIXELS, EXIF_ORIENTATION, NO_PERSON, ORIENTATIONS,
+    BadInputError, Converted, Skipped, _printable, check_size, mask_box, orientation_of,
+    read_jpeg, size_mismatch)
 
-NO_PERSON = "no person"
-BAD_INPUT = "bad input"
-
-# 25 megapixels (e.g. 5000 x 5000): ~0.6 GB to convert one image, several GB as float
-# crops in the training pipeline. 0 = no limit.
-DEFAULT_MAX_PIXELS = 25_000_000
-
-# EXIF Orientation (tag 0x0112): how the stored pixels are turned for display.
-EXIF_ORIENTATION = 0x0112
-ORIENTATIONS = {
-    1: "upright", 2: "mirrored left-right", 3: "rotated 180°",
-    4: "mirrored top-bottom", 5: "mirrored along the main diagonal (transposed)",
-    6: "rotated 90° clockwise", 7: "mirrored along the anti-diagonal (transversed)",
-    8: "rotated 90° counter-clockwise",
-}
-
-
-class BadInputError(ValueError):
-    """An input that cannot be converted; the message names the file and the problem."""
+__all__ = ["BAD_INPUT", "DEFAULT_MAX_PIXELS", "EXIF_ORIENTATION", "NO_PERSON",
+           "ORIENTATIONS", "BadInputError", "Converted", "MatObject", "Skipped",
+           "check_size", "check_sizes", "convert_one", "mask_box", "orientation_of",
+           "paint", "read_example", "read_jpeg", "read_objects", "voc_person_boxes"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,50 +90,6 @@ class MatObject:
     @property
     def is_person(self) -> bool:
         return self.class_name == schema.PERSON_CLASS
-
-
-@dataclasses.dataclass(frozen=True)
-class Converted:
-    """Everything `pipelines.records.make_example` needs for one image.
-
-    Args:
-      image_id: the image id.
-      jpeg: the JPEG bytes of the upright image (the file's own bytes when its EXIF
-        orientation is 1 or absent; else the upright pixels re-encoded).
-      height, width: the size of the upright image.
-      boxes: float32 (N, 4) normalized (ymin, xmin, ymax, xmax).
-      person_mask: uint8 (height, width), 0 = no person, k = k-th person.
-      parts_fine: uint8 (height, width), 0 = no part, i = schema.PART_NAMES[i - 1].
-      num_persons: the number of person objects in the `.mat` file.
-      image_path: the JPEG file (for messages about it).
-      orientation: the file's EXIF orientation that was applied (1 = none).
-    """
-
-    image_id: str
-    jpeg: bytes
-    height: int
-    width: int
-    boxes: np.ndarray
-    person_mask: np.ndarray
-    parts_fine: np.ndarray
-    num_persons: int
-    image_path: str = ""
-    orientation: int = 1
-
-
-@dataclasses.dataclass(frozen=True)
-class Skipped:
-    """An image the converter does not write.
-
-    Args:
-      image_id: the image id.
-      kind: NO_PERSON or BAD_INPUT.
-      reason: "no person", or the message naming the bad file and its problem.
-    """
-
-    image_id: str
-    kind: str
-    reason: str
 
 
 # === .mat files ===
@@ -239,17 +186,8 @@ def check_sizes(objects, height: int, width: int, path: str, orientation: int = 
                   for name, m in obj.parts]
         for what, mask in masks:
             if mask.shape != (height, width):
-                message = (f"{path}: {what} is {mask.shape[0]}x{mask.shape[1]} (HxW), but "
-                           f"the image is {height}x{width}")
-                if orientation in (5, 6, 7, 8):
-                    message += (
-                        f" as shown upright: its EXIF Orientation tag is {orientation} "
-                        f"({ORIENTATIONS[orientation]}), the stored pixels are "
-                        f"{width}x{height}. Annotations must refer to the upright image "
-                        "a viewer shows"
-                        + (" (these masks have the stored size: drawn on the pixels "
-                           "before the rotation?)" if mask.shape == (width, height) else ""))
-                raise BadInputError(message)
+                raise BadInputError(f"{path}: " + size_mismatch(what, mask.shape, height,
+                                                                  width, orientation))
 
 
 def paint(persons, height: int, width: int):
@@ -266,168 +204,6 @@ def paint(persons, height: int, width: int):
         for name, mask in obj.parts:
             parts_fine[mask] = schema.PART_ID[name]
     return person_mask, parts_fine
-
-
-# === Boxes ===
-
-def mask_box(mask: np.ndarray) -> np.ndarray:
-    """float32 (4,) tight normalized box (ymin, xmin, ymax, xmax) of a non-empty mask.
-
-    Pixel i covers [i, i + 1): (rmin / H, cmin / W, (rmax + 1) / H, (cmax + 1) / W).
-    """
-    height, width = mask.shape
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
-    if rows.size == 0:
-        raise ValueError("the mask is empty: it has no box")
-    return np.array([rows[0] / height, cols[0] / width,
-                     (rows[-1] + 1) / height, (cols[-1] + 1) / width], np.float32)
-
-
-def voc_person_boxes(path: str, height: int, width: int) -> np.ndarray:
-    """float32 (N, 4) normalized boxes of the <object>s named "person" in a VOC XML file.
-
-    VOC coordinates are 1-based and inclusive: pixel columns xmin..xmax, so the box is
-    ((ymin - 1) / H, (xmin - 1) / W, ymax / H, xmax / W), clipped to [0, 1].
-    Only each object's own <bndbox> is read (not those of its <part>s).
-    """
-    try:
-        root = ET.parse(path).getroot()
-    except FileNotFoundError:
-        raise BadInputError(f"{path}: missing VOC annotation (.xml) file") from None
-    except (ET.ParseError, OSError) as e:
-        raise BadInputError(f"{path}: malformed VOC XML ({e})") from None
-    boxes = []
-    for index, obj in enumerate(root.findall("object"), start=1):
-        if (obj.findtext("name") or "").strip() != schema.PERSON_CLASS:
-            continue
-        bndbox = obj.find("bndbox")
-        if bndbox is None:
-            raise BadInputError(f"{path}: person <object> {index} has no <bndbox>")
-        try:
-            xmin, ymin, xmax, ymax = (float(bndbox.findtext(k))
-                                      for k in ("xmin", "ymin", "xmax", "ymax"))
-        except (TypeError, ValueError):
-            raise BadInputError(f"{path}: person <object> {index}: <bndbox> needs numeric "
-                                "<xmin>, <ymin>, <xmax>, <ymax>") from None
-        if xmax < xmin or ymax < ymin:
-            raise BadInputError(f"{path}: person <object> {index}: empty box "
-                                f"xmin={xmin:g} xmax={xmax:g} ymin={ymin:g} ymax={ymax:g}")
-        boxes.append([(ymin - 1) / height, (xmin - 1) / width, ymax / height, xmax / width])
-    return np.clip(np.array(boxes, np.float64).reshape(-1, 4), 0.0, 1.0).astype(np.float32)
-
-
-# === JPEG ===
-
-def _printable(path: str) -> str:
-    """`path`, or the repr of its bytes when it holds undecodable (surrogate) bytes."""
-    try:
-        path.encode("utf-8")
-        return path
-    except UnicodeEncodeError:
-        return repr(os.fsencode(path))
-
-
-def check_size(path: str, max_pixels: int) -> None:
-    """BadInputError when the image at `path` has more than `max_pixels` pixels.
-
-    Reads the header only. An unreadable file passes: `read_jpeg` reports it.
-    """
-    if not max_pixels or not os.path.isfile(path):
-        return
-    try:
-        with Image.open(path) as im:
-            width, height = im.size
-    except Image.DecompressionBombError as e:  # PIL's own limit, far above ours
-        raise BadInputError(f"{path}: image too large to open ({e})") from None
-    except Exception:  # not an image: read_jpeg says what is wrong
-        return
-    if width * height > max_pixels:
-        raise BadInputError(
-            f"{path}: image is {width}x{height} (WxH), {width * height / 1e6:.1f} "
-            f"megapixels, more than --max_pixels={max_pixels} ({max_pixels / 1e6:g} "
-            "megapixels); raise --max_pixels (0 = no limit) to convert it")
-
-
-def _format_name(data: bytes) -> str:
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            return im.format or "an unknown format"
-    except Exception:  # not an image Pillow knows
-        return "no image format it knows"
-
-
-def orientation_of(im) -> int:
-    """The EXIF orientation (1..8) of an opened Pillow image; 1 when it has none.
-
-    A value outside 1..8 (0 is common, "unknown") is displayed as 1 by viewers and
-    annotation tools, so it is taken as 1.
-    """
-    try:
-        value = im.getexif().get(EXIF_ORIENTATION, 1)
-    except Exception:  # an unreadable EXIF block: viewers show the stored pixels
-        return 1
-    return value if isinstance(value, int) and value in ORIENTATIONS else 1
-
-
-def _upright_jpeg(im) -> bytes:
-    """The upright pixels of a JPEG with an EXIF orientation, re-encoded as JPEG.
-
-    The original quantization tables and chroma subsampling are kept, so the image is
-    re-encoded at the quality it was saved with (one more generation of JPEG loss; a
-    lossless DCT rotation needs jpegtran, which Pillow does not offer). The EXIF block
-    is left out (its orientation no longer applies); the ICC profile is kept.
-    """
-    im.load()
-    upright = ImageOps.exif_transpose(im)
-    options = {"qtables": im.quantization, "optimize": False}
-    subsampling = JpegImagePlugin.get_sampling(im)
-    if subsampling != -1:
-        options["subsampling"] = subsampling
-    if im.info.get("icc_profile"):
-        options["icc_profile"] = im.info["icc_profile"]
-    buf = io.BytesIO()
-    upright.save(buf, format="JPEG", **options)
-    return buf.getvalue()
-
-
-def read_jpeg(path: str):
-    """(jpeg_bytes, height, width, orientation) of a JPEG file, as shown upright.
-
-    A JPEG is what starts with the JPEG start-of-image marker (`schema.JPEG_SOI`),
-    whatever name Pillow gives it ("MPO" for a camera's multi-picture JPEG). Only the
-    header is read, unless the file's EXIF orientation is 2..8: the image is then
-    decoded, turned upright and re-encoded (`_upright_jpeg`), since
-    `tf.io.decode_jpeg` ignores EXIF and the annotations refer to the upright image.
-    Whether TensorFlow decodes the bytes is checked by the converter's parent
-    (`pipelines.decode.check_jpeg`), not here: this module does not import TensorFlow.
-    """
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise BadInputError(f"{path}: missing JPEG image") from None
-    except OSError as e:
-        raise BadInputError(f"{path}: cannot read the JPEG image ({e})") from None
-    if not data:
-        raise BadInputError(f"{path}: empty file (0 bytes), not a JPEG image")
-    if data[:3] != schema.JPEG_SOI:
-        raise BadInputError(f"{path}: not a JPEG image (PIL reads it as "
-                            f"{_format_name(data)}); a JPEG starts with FF D8 FF")
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            width, height = im.size
-            orientation = orientation_of(im)
-            if orientation != 1:
-                data = _upright_jpeg(im)
-                if orientation in (5, 6, 7, 8):
-                    width, height = height, width
-    except Image.DecompressionBombError as e:
-        raise BadInputError(f"{path}: image too large to open ({e})") from None
-    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, ...
-        raise BadInputError(
-            f"{path}: corrupt or truncated JPEG ({type(e).__name__}: {e})") from None
-    return data, height, width, orientation
 
 
 # === One image ===

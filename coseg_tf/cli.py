@@ -1,0 +1,123 @@
+"""The command-line programs: train, eval, export and predict.
+
+The root scripts (`python train.py ...`) and the console scripts of an installed
+package (`coseg-train ...`, setup.cfg) run the same function here. Each defines its own
+flags when it starts (the four share names such as --model_dir, so they cannot all be
+defined in one process), parses them with `flags.flagfiles.parse` (recipes given to
+--flagfile are read as UTF-8 with or without a BOM), turns them into the plain config
+of its library once, and runs it. TensorFlow is imported after the flags are parsed.
+
+Exit codes: 0 done; 2 a refused flag, input or record (`errors.ConfigError`); train
+also 3 for a NaN loss.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags  # noqa: E402
+
+from flags import flagfiles  # noqa: E402
+
+
+def _no_arguments(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+
+
+def _train_main(argv):
+    _no_arguments(argv)
+    from coseg_tf import train_lib
+    from flags import train as train_flags
+
+    config = train_flags.config_from_flags(flags.FLAGS)
+    try:
+        train_lib.run_training(config)
+    except train_lib.ConfigError as e:
+        print(f"train.py: error: {e}", file=sys.stderr)
+        return 2
+    except FloatingPointError as e:
+        print(f"train.py: error: {e}", file=sys.stderr)
+        return 3
+    return 0
+
+
+def _eval_main(argv):
+    _no_arguments(argv)
+    from coseg_tf import evaluation
+    from flags import eval as eval_flags
+
+    config = eval_flags.config_from_flags(flags.FLAGS)
+    try:
+        metrics = evaluation.evaluate(config)
+    except evaluation.ConfigError as e:
+        print(f"eval.py: error: {e}", file=sys.stderr)
+        return 2
+    print(evaluation.format_report(metrics))
+    print(f"wrote {os.path.join(metrics['output_dir'], evaluation.METRICS_FILE)}")
+    return 0
+
+
+def _export_main(argv):
+    _no_arguments(argv)
+    from coseg_tf import export as export_lib
+    from flags import export as export_flags
+
+    config = export_flags.config_from_flags(flags.FLAGS)
+    try:
+        result = export_lib.run_export(config)
+    except export_lib.ConfigError as e:
+        print(f"export.py: error: {e}", file=sys.stderr)
+        return 2
+    print(export_lib.describe_export(result))
+    return 0
+
+
+def _predict_main(argv):
+    _no_arguments(argv)
+    from coseg_tf import predict as predict_lib
+    from flags import predict as predict_flags
+
+    config = predict_flags.config_from_flags(flags.FLAGS)
+    try:
+        summary = predict_lib.predict(config)
+    except predict_lib.ConfigError as e:
+        print(f"predict.py: error: {e}", file=sys.stderr)
+        return 2
+    print(predict_lib.describe(summary), file=sys.stderr)
+    return 0
+
+
+def train():
+    """train.py / coseg-train: flags of flags/train.py."""
+    from flags import train as train_flags
+
+    train_flags.define_train_flags()
+    app.run(_train_main, flags_parser=flagfiles.parse)
+
+
+def evaluate():
+    """eval.py / coseg-eval: flags of flags/eval.py."""
+    from flags import eval as eval_flags
+
+    eval_flags.define_eval_flags()
+    app.run(_eval_main, flags_parser=flagfiles.parse)
+
+
+def export():
+    """export.py / coseg-export: flags of flags/export.py."""
+    from flags import export as export_flags
+
+    export_flags.define_export_flags()
+    app.run(_export_main, flags_parser=flagfiles.parse)
+
+
+def predict():
+    """predict.py / coseg-predict: flags of flags/predict.py."""
+    from flags import predict as predict_flags
+
+    predict_flags.define_predict_flags()
+    app.run(_predict_main, flags_parser=flagfiles.parse)
