@@ -440,7 +440,7 @@ def test_a_half_written_export_never_looks_like_a_version(tmp_path, monkeypatch)
 
 def _make_run_dir(run_dir, network):
     """A run directory as train_lib.run_training leaves it (model.json, last checkpoint)."""
-    trainer = trainer_lib.CosegTrainer(network, num_classes=NUM_CLASSES, method="supervised")
+    trainer = trainer_lib.CosegTrainer(network, num_classes=NUM_CLASSES, objective="supervised")
     trainer.compile(optimizer=keras.optimizers.SGD(momentum=0.9))
     trainer.build()
     trainer.optimizer.build(network.trainable_variables)
