@@ -61,11 +61,13 @@ METHODS = objectives.METHODS
 
 
 class _NetworkRunner:
-    """Runs the network over the concatenated views of a `objectives.base.Pass`.
+    """Runs the network over the concatenated views of an `objectives.base.Pass`.
 
-    A plain object (not a Keras layer), so that the encoder/head sub-models it holds
-    for the feature perturbation are not tracked twice in the trainer's checkpoints:
-    they share the network's layers and hold no variable of their own.
+    Holds, for an objective that perturbs features, the encoder/head split of the
+    network (`model.encoder_and_head`): two models sharing the network's layers, with
+    no variable of their own, so a trainer's checkpoint has the same variables
+    whatever its method (tests/test_objectives.py loads a unimatch checkpoint into a
+    supervised trainer).
     """
 
     def __init__(self, network, perturbs):

@@ -475,3 +475,27 @@ def test_element_without_strong_views_is_refused():
     with pytest.raises(ValueError, match="needs 'cutmix_box'"):
         trainer.compute_losses(data, training=False)
     assert consistency_losses.DEFAULT_FEATURE_DROPOUT == 0.5
+
+
+def test_a_consistency_run_checkpoint_loads_as_any_other(tmp_path):
+    """The encoder/head split of the feature perturbation holds no variable and is not
+    tracked: a unimatch trainer's weights file has the layout of every other method's
+    (what eval and export load, `train_lib.load_network`)."""
+    import keras
+
+    trainer = _trainer("unimatch", dropout_rate=0.0)
+    trainer.compile(optimizer=keras.optimizers.SGD(0.01))
+    trainer.build()
+    trainer.fit(tf.data.Dataset.from_tensors(_element()).repeat(), steps_per_epoch=1,
+                epochs=1, verbose=0)
+    path = str(tmp_path / "unimatch.weights.h5")
+    trainer.save_weights(path)
+    other = _trainer("coseg", dropout_rate=0.0)
+    assert len(trainer.weights) == len(other.weights) == len(trainer.network.weights)
+    plain = _trainer("supervised", dropout_rate=0.0)
+    plain.compile(optimizer=keras.optimizers.SGD(0.01))
+    plain.build()
+    plain.optimizer.build(plain.network.trainable_variables)
+    plain.load_weights(path)
+    for a, b in zip(plain.network.weights, trainer.network.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
