@@ -3,7 +3,8 @@
 Unlike coseg, these methods read IMAGE-LEVEL labels of the unlabeled images: which
 classes appear in each image (`pipelines.streams.image_level_labels`, derived from the
 part annotations of the whole image, background always present). The pipeline carries
-them only for the methods in `IMAGE_LABEL_METHODS`.
+them only for the methods whose objective needs them (`coseg_tf.objectives.gmp`,
+`em_adapt`: `StreamNeeds(image_labels=True)`).
 
   L_gmp       Global Max Pooling (a multiple-instance baseline): per image and
               foreground class c, the score s_c = max over positions k INSIDE the human

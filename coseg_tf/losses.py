@@ -12,8 +12,10 @@ p = softmax(logits), everything at feature resolution h x w:
                 target), takes one feature vector r_c per part class at its most
                 confident labeled pixel, mines the target positions nearest to r_c
                 inside the target's human region, and trains them as class c
-                (`choose_targets`, `class_points`, `mine_positions`, `coseg_loss`);
-  L_all         = L_humanparts + alpha L_human + beta L_coseg (`compute_losses`).
+                (`choose_targets`, `class_points`, `mine_positions`, `coseg_loss`).
+
+L_all = L_humanparts + alpha L_human + beta L_coseg is summed in one place, the coseg
+objective that training runs (`coseg_tf.objectives.coseg`).
 
 Labels reach these functions at feature resolution: `downsample_labels` samples them
 on the network's stride-8 grid (nearest). Human regions reach them at feature
@@ -573,7 +575,7 @@ def mine_positions(*, probs_labeled, labels, features_labeled, features_unlabele
 def coseg_loss(*, logits_labeled, labels, features_labeled, logits_unlabeled,
                features_unlabeled, region_unlabeled, num_classes,
                ignore_label=IGNORE_LABEL, options=PAPER_MINING,
-               mining_logits_unlabeled=None):
+               mining_logits_unlabeled=None, valid_unlabeled=None):
     """The cosegmentation loss: mined target positions trained as their class.
 
     Per labeled image i with target t: -1/|C_i| sum_{c in C_i} 1/|S_c|
@@ -601,6 +603,11 @@ def coseg_loss(*, logits_labeled, labels, features_labeled, logits_unlabeled,
         options.features == "inference" the caller passes the inference pass's
         labeled logits, features and these; the gradient still flows through
         `logits_unlabeled` only.
+      valid_unlabeled: [B_u, h, w] or None: where `logits_unlabeled` show the target's
+        own position (> 0.5). Mined positions elsewhere are dropped after the mining,
+        as `agreement` drops them, and |S_c| is the count kept. For logits of another
+        view than the features were mined on (coseg_fixmatch: mined on the weak view,
+        trained on the strong view, whose CutMix box shows another image). None: all.
 
     Returns:
       loss: float32 scalar.
@@ -630,6 +637,12 @@ def coseg_loss(*, logits_labeled, labels, features_labeled, logits_unlabeled,
         probs=probs_f, labels=labels, feats_f=features_labeled, feats_u=features_unlabeled,
         region=region_unlabeled, num_classes=num_classes, ignore_label=ignore_label,
         where=where, options=options, logits_u=mining_logits_unlabeled)
+    if valid_unlabeled is not None:
+        valid = _region_mask(valid_unlabeled, where)
+        _check_spatial(logits_u, valid, where, "valid_unlabeled")
+        # [P, 1, h*w] the positions of each pair's target that its logits show
+        mined = mined * tf.gather(tf.reshape(valid, [tf.shape(valid)[0], -1]),
+                                  targets)[:, None, :]
     mined = tf.stop_gradient(mined)
 
     # [B_u, h*w, C] log p^u
@@ -650,29 +663,3 @@ def coseg_loss(*, logits_labeled, labels, features_labeled, logits_unlabeled,
     aux = {"targets": targets, "mined": mined,
            "num_mined": tf.cast(num_mined, tf.int32), "points": points, "sources": sources}
     return loss, aux
-
-
-# === L_all ===
-def compute_losses(*, logits_labeled, labels, features_labeled, logits_unlabeled,
-                   features_unlabeled, region_unlabeled, num_classes,
-                   alpha=DEFAULT_ALPHA, beta=DEFAULT_BETA, ignore_label=IGNORE_LABEL):
-    """All three losses and L_all = L_humanparts + alpha L_human + beta L_coseg.
-
-    Args: as `coseg_loss`, plus
-      alpha: weight of L_human (paper: 0.001).
-      beta: weight of L_coseg (paper: 0.001).
-
-    Returns:
-      {"humanparts", "human", "coseg", "total"}: float32 scalars (per-replica means),
-      plus the aux entries of `coseg_loss` ("targets", "mined", "num_mined", "points").
-    """
-    humanparts = humanparts_loss(logits=logits_labeled, labels=labels,
-                                 num_classes=num_classes, ignore_label=ignore_label)
-    human = human_loss(logits=logits_unlabeled, region=region_unlabeled)
-    coseg, aux = coseg_loss(
-        logits_labeled=logits_labeled, labels=labels, features_labeled=features_labeled,
-        logits_unlabeled=logits_unlabeled, features_unlabeled=features_unlabeled,
-        region_unlabeled=region_unlabeled, num_classes=num_classes,
-        ignore_label=ignore_label)
-    total = humanparts + alpha * human + beta * coseg
-    return dict(aux, humanparts=humanparts, human=human, coseg=coseg, total=total)

@@ -50,6 +50,9 @@ CONV5_DILATION = 2
 FC6_DILATION = 12
 # The DeepLab prototxt initialises fc8 from a Gaussian with std 0.01.
 FC8_INIT_STDDEV = 0.01
+# The encoder ends here (conv1-conv5 and the pools); the head is fc6, fc7, the masking
+# layer and fc8, LargeFOV's counterpart of DeepLabV3+'s ASPP decoder (`encoder_and_head`).
+ENCODER_OUTPUT = "pool5a"
 
 
 # fc6's implementation (`fc6_impl`): "taps" (per-tap products, fast on CPU), "conv"
@@ -191,3 +194,28 @@ def build_deeplab_largefov(*,
         outputs={"logits": logits, "masked_features": masked_features},
         name=name,
     )
+
+
+def encoder_and_head(network):
+    """The network as encoder then head: two functional models sharing its layers.
+
+    encoder: {"image", "human_region"} -> the output of `ENCODER_OUTPUT` (pool5a),
+      [B, h, w, F5] in the network's compute dtype (the region is not read);
+    head: [encoder features, human_region] -> {"logits", "masked_features"}, as the
+      network returns them.
+    head([encoder(inputs), inputs["human_region"]]) equals network(inputs): the same
+    layers and variables. UniMatch's feature perturbation (`coseg_tf.objectives.
+    unimatch`) runs the head on perturbed encoder features, as its DeepLabV3+ decodes
+    perturbed backbone features.
+
+    Args:
+      network: a model of `build_deeplab_largefov`.
+
+    Returns:
+      (encoder, head) keras.Model objects; they hold no variables of their own.
+    """
+    features = network.get_layer(ENCODER_OUTPUT).output
+    region = network.get_layer("human_region").output
+    encoder = keras.Model(network.input, features, name=f"{network.name}_encoder")
+    head = keras.Model([features, region], network.output, name=f"{network.name}_head")
+    return encoder, head

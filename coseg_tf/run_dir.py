@@ -255,7 +255,7 @@ def load_network(model_dir: str, checkpoint: str = "last"):
     # an uncompiled trainer of the same structure (the optimizer state is not needed),
     # whose network is then the trained one.
     trainer = trainer_lib.CosegTrainer(network, num_classes=info["num_classes"],
-                                       method="supervised")
+                                       objective="supervised")
     trainer.build()
     try:
         trainer.load_weights(file_path)

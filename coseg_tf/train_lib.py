@@ -23,17 +23,21 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from coseg_tf import consistency_losses
 from coseg_tf import distribute
 from coseg_tf import errors
+from coseg_tf import image_label_losses
 from coseg_tf import losses as losses_lib
 from coseg_tf import model as model_lib
+from coseg_tf import objectives
 from coseg_tf import precision
 from coseg_tf import run_dir
 from coseg_tf import trainer as trainer_lib
 from coseg_tf import weights as weights_lib
 from pipelines import dataset_files, schema, streams, textfiles
 
-METHODS = trainer_lib.METHODS
+# The --method choices: the objectives' registry.
+METHODS = objectives.METHODS
 # Labeled sets up to this size are cached decoded (~0.6 MB an image at VOC size).
 CACHE_LABELED_MAX = 500
 
@@ -63,11 +67,14 @@ class TrainConfig:
     fc6_impl: str = "auto"
     mixed_precision: str = "off"
     method: str = "coseg"
-    alpha: float = 0.001
-    beta: float = 0.001
-    image_label_weight: float = 1.0
-    em_fg_share: float = 0.2
-    em_bg_share: float = 0.4
+    alpha: float = losses_lib.DEFAULT_ALPHA
+    beta: float = losses_lib.DEFAULT_BETA
+    image_label_weight: float = image_label_losses.DEFAULT_IMAGE_LABEL_WEIGHT
+    em_fg_share: float = image_label_losses.DEFAULT_FG_SHARE
+    em_bg_share: float = image_label_losses.DEFAULT_BG_SHARE
+    unlabeled_weight: float = consistency_losses.DEFAULT_UNLABELED_WEIGHT
+    confidence_threshold: float = consistency_losses.DEFAULT_CONFIDENCE_THRESHOLD
+    feature_dropout: float = consistency_losses.DEFAULT_FEATURE_DROPOUT
     mining_point: str = "argmax"
     mining_distance: str = "euclidean"
     mining_agreement: bool = False
@@ -118,6 +125,17 @@ ConfigError = errors.ConfigError
 BadRecordError = errors.BadRecordError
 
 
+def build_objective(config: TrainConfig) -> objectives.Objective:
+    """The objective of --method with the hyper-parameters it takes among the flags
+    (ValueError naming the flag if one is out of range)."""
+    return objectives.build(
+        config.method, alpha=config.alpha, beta=config.beta, mining=mining_options(config),
+        image_label_weight=config.image_label_weight, em_fg_share=config.em_fg_share,
+        em_bg_share=config.em_bg_share, unlabeled_weight=config.unlabeled_weight,
+        confidence_threshold=config.confidence_threshold,
+        feature_dropout=config.feature_dropout)
+
+
 def _positive(config, *names):
     for name in names:
         if getattr(config, name) <= 0:
@@ -139,20 +157,22 @@ def validate(config: TrainConfig):
         raise ConfigError(f"--human_region={config.human_region!r}: boxes or instance")
     _positive(config, "crop_size", "batch_labeled", "steps", "checkpoint_every",
               "width_multiplier", "learning_rate")
-    if config.method in trainer_lib.UNLABELED_METHODS:
+    objective_class = objectives.get(config.method)
+    if objective_class.needs.unlabeled:
         _positive(config, "batch_unlabeled")
-    if config.image_label_weight < 0:
-        raise ConfigError(f"--image_label_weight must be >= 0, got {config.image_label_weight}")
-    for flag in ("em_fg_share", "em_bg_share"):
-        if not 0 < getattr(config, flag) <= 1:
-            raise ConfigError(f"--{flag} must be in (0, 1], got {getattr(config, flag)}")
     try:
         mining = mining_options(config)
     except ValueError as e:
         raise ConfigError(f"--mining_*: {e}") from None
-    if not mining.is_paper and config.method != "coseg":
+    if not mining.is_paper and not objective_class.mines:
+        miners = ", ".join(m for m, c in objectives.REGISTRY.items() if c.mines)
         raise ConfigError(f"--mining_* options change how L_coseg mines; --method="
-                          f"{config.method} has no L_coseg (use --method=coseg)")
+                          f"{config.method} has no L_coseg (use --method={miners})")
+    try:
+        build_objective(config)
+    except ValueError as e:
+        # The objective names the hyper-parameter, which is the flag's name.
+        raise ConfigError(f"--method={config.method}: --{e}") from None
     if not 0 < config.min_scale <= config.max_scale:
         raise ConfigError(f"--min_scale={config.min_scale} and --max_scale="
                           f"{config.max_scale}: need 0 < min_scale <= max_scale")
@@ -240,14 +260,15 @@ def check_data(config: TrainConfig, scheme: schema.Scheme) -> schema.Scheme:
                 "be mixed")
     if config.unlabeled_data is None:
         return scheme
-    if config.method not in trainer_lib.UNLABELED_METHODS:
+    needs = objectives.get(config.method).needs
+    if not needs.unlabeled:
         raise ConfigError(f"--unlabeled_data: --method={config.method} reads no "
                           "unlabeled images; drop the flag or use a method with the "
                           "unlabeled stream")
     unlabeled = _check_files(config, "unlabeled_data", need_parts=False)
     readers = [f for f, on in (("--diagnostics", config.diagnostics),
                                (f"--method={config.method} (image-level labels)",
-                                config.method in trainer_lib.IMAGE_LABEL_METHODS)) if on]
+                                needs.image_labels)) if on]
     if unlabeled.boxes_files and readers:
         raise ConfigError(
             f"--unlabeled_data={config.unlabeled_data}: {unlabeled.boxes_files[0]} holds "
@@ -355,12 +376,9 @@ def build_trainer(config: TrainConfig, scheme, *, steps_per_execution=1):
     multi_worker = distribute.is_multi_worker(tf.distribute.get_strategy())
     trainer_class = _MultiWorkerTrainer if multi_worker else trainer_lib.CosegTrainer
     trainer = trainer_class(
-        network, num_classes=scheme.num_classes, method=config.method,
-        alpha=config.alpha, beta=config.beta, weight_decay=config.weight_decay,
-        fc8_lr_multiplier=config.fc8_lr_multiplier, class_names=scheme.class_names,
-        mining_metrics=config.diagnostics, image_label_weight=config.image_label_weight,
-        em_fg_share=config.em_fg_share, em_bg_share=config.em_bg_share,
-        mining=mining_options(config))
+        network, num_classes=scheme.num_classes, objective=build_objective(config),
+        weight_decay=config.weight_decay, fc8_lr_multiplier=config.fc8_lr_multiplier,
+        class_names=scheme.class_names, mining_metrics=config.diagnostics)
     schedule = keras.optimizers.schedules.PolynomialDecay(
         config.learning_rate, decay_steps=config.steps, end_learning_rate=0.0,
         power=config.poly_power)
@@ -424,7 +442,7 @@ def _run_training(config: TrainConfig):
     # ones (a restart may change only run_dir.RESUME_MAY_CHANGE), the labeled ids and
     # image-level labels against the recorded ones, the backup, the replica count.
     once = {}
-    if config.method in trainer_lib.IMAGE_LABEL_METHODS:
+    if objectives.get(config.method).needs.image_labels:
         once[run_dir.IMAGE_LABELS_FILE] = image_labels_text(
             config.unlabeled_data or config.train_data, scheme)
     start = run_dir.check_start(model_dir, config, labeled_ids=labeled_ids,
@@ -445,15 +463,19 @@ def _run_training(config: TrainConfig):
     if state is not None and state.data_position is not None:
         position = state.data_position
 
+    # What the method reads of the streams (its objective says).
+    needs = objectives.get(config.method).needs
+
     def make_train_ds(batch_labeled, batch_unlabeled, seed, start_batch):
         ds = streams.train_dataset(
-            config.train_data, method=config.method, scheme=scheme,
+            config.train_data, scheme=scheme,
             labeled_ids=labeled_ids, batch_labeled=batch_labeled,
             batch_unlabeled=batch_unlabeled, crop_size=config.crop_size,
             min_scale=config.min_scale, max_scale=config.max_scale,
             human_region_mode=config.human_region, diagnostics=config.diagnostics,
-            # Image-level labels only for the methods that read them (GMP, EM-Adapt).
-            image_labels=config.method in trainer_lib.IMAGE_LABEL_METHODS,
+            # The unlabeled stream, image-level labels (GMP, EM-Adapt only) and strong
+            # views (the consistency methods) only for the methods that read them.
+            needs=needs,
             # A small labeled set is decoded once and kept in memory; otherwise every
             # epoch of the labeled stream re-reads the whole training set to find it.
             cache_labeled=len(labeled_ids) <= CACHE_LABELED_MAX,

@@ -1,4 +1,5 @@
-"""The training model: a `keras.Model` whose `train_step` computes the coseg losses.
+"""The training model: a `keras.Model` whose `train_step` runs the network and a method's
+objective.
 
 `CosegTrainer` wraps the functional DeepLab-LargeFOV network (`coseg_tf.model`) and
 overrides `train_step` / `test_step` the Keras 3 way (trackers made in `__init__`, a
@@ -9,21 +10,22 @@ A training element is the dict the input pipeline builds (`pipelines.streams`):
 
     {"labeled":   {"image": [B_f,H,W,3], "human_region": [B_f,H,W,1], "labels": [B_f,H,W]},
      "unlabeled": {"image": [B_u,H,W,3], "human_region": [B_u,H,W,1]
-                   (+ "diagnostic_labels": [B_u,H,W] when diagnostics are on)}}
+                   (+ "diagnostic_labels": [B_u,H,W] when diagnostics are on)
+                   (+ "image_labels", "strong_image", "cutmix_box", ... as the
+                   method's `StreamNeeds` ask)}}
 
-with global batch sizes (the image-label methods' unlabeled stream also carries
-"image_labels": [B_u, C]); under `MirroredStrategy` each replica receives B_f labeled
-and B_u unlabeled images and mines its own targets among its own unlabeled images.
+with global batch sizes; under `MirroredStrategy` each replica receives B_f labeled
+and B_u unlabeled images and computes its method's terms on them alone (coseg mines
+its targets, CutMix picks its partners, among that replica's unlabeled images).
 
-Methods (DESIGN §3):
-  supervised: L_humanparts on the labeled images (the paper's baselines (a) and (c)).
-  coseg:      L_all = L_humanparts + alpha L_human + beta L_coseg (the paper's (b)).
-  gmp:        L_humanparts + w L_gmp, Global Max Pooling against the unlabeled images'
-              image-level labels (a Table 2 baseline; `coseg_tf.image_label_losses`).
-  em_adapt:   L_humanparts + w L_em, EM-Adapt's E-step pseudo labels from adaptive
-              biases and an M-step cross entropy (a Table 2 baseline).
-Only gmp and em_adapt read image-level labels; the other methods refuse an element
-that carries them, so that they can never leak into a coseg or supervised step.
+Methods are objectives (`coseg_tf.objectives`, DESIGN §3): what each needs from the
+streams, the passes of the network it reads, its terms and weights, its trackers.
+`compute_losses` checks the element against the objective's needs, runs its passes
+(`run_pass`: one network call over the concatenated views of a pass, in training or
+inference mode, with or without gradient, with UniMatch's feature perturbation where
+asked) and lets the objective compute its terms; the loss is their weighted sum. No
+method is named here. A method that does not read image-level labels refuses an
+element that carries them, so that they can never leak into its step.
 
 Optimisation follows the paper's Caffe setting: SGD with momentum, weight decay added
 to the gradient of every kernel (Caffe's `weight_decay`: g + wd * w), and fc8's
@@ -36,103 +38,148 @@ float32 under any policy. Under mixed_float16 the optimizer is a loss-scale opti
 gives the weight decay the same factor, and the optimizer divides it out of the
 gradients, or skips the step when they are not finite.
 
-Mining precision (a diagnostic only, never an input of a loss): when the unlabeled
-batch carries "diagnostic_labels" (the hidden labels of the synthetic set), the share
-of mined positions whose true class is the class they were mined for, and beside it
-the share that positions picked at random inside the target's human region would give
+Mining precision (a diagnostic only, never an input of a loss): for a method that
+mines (coseg and its combinations), when the unlabeled batch carries
+"diagnostic_labels" (the hidden labels of the synthetic set), the share of mined
+positions whose true class is the class they were mined for, and beside it the share
+that positions picked at random inside the target's human region would give
 ("mining_chance").
 """
 
 from __future__ import annotations
 
-import dataclasses
-
 import keras
 import tensorflow as tf
 
-from coseg_tf import image_label_losses
 from coseg_tf import losses as losses_lib
-from coseg_tf import masking
 from coseg_tf import metrics as metrics_lib
+from coseg_tf import model as model_lib
+from coseg_tf import objectives
+from coseg_tf.objectives import base as objective_base
 
-METHODS = ("supervised", "coseg", "gmp", "em_adapt")
-# Methods that read the unlabeled images' image-level labels ("image_labels").
-IMAGE_LABEL_METHODS = ("gmp", "em_adapt")
-# Methods that train on the unlabeled stream at all.
-UNLABELED_METHODS = ("coseg",) + IMAGE_LABEL_METHODS
+# The --method choices: the registry's.
+METHODS = objectives.METHODS
+
+
+class _NetworkRunner:
+    """Runs the network over the concatenated views of an `objectives.base.Pass`.
+
+    Holds, for an objective that perturbs features, the encoder/head split of the
+    network (`model.encoder_and_head`): two models sharing the network's layers, with
+    no variable of their own, so a trainer's checkpoint has the same variables
+    whatever its method (tests/test_objectives.py loads a unimatch checkpoint into a
+    supervised trainer).
+    """
+
+    def __init__(self, network, perturbs):
+        self.network = network
+        self.encoder = self.head = None
+        if perturbs:
+            self.encoder, self.head = model_lib.encoder_and_head(network)
+
+    def __call__(self, spec, inputs, training):
+        """{view: {"logits", "masked_features"}} of one pass.
+
+        Args:
+          spec: the `Pass`.
+          inputs: {view: {"image", "human_region"}} (`objectives.base.view_inputs`).
+          training: the step's training flag (a TRAIN pass follows it).
+        """
+        mode = training if spec.mode == objective_base.TRAIN else False
+        images = [inputs[v]["image"] for v in spec.views]
+        regions = [inputs[v]["human_region"] for v in spec.views]
+        sizes = [tf.shape(x)[0] for x in images]
+        # One call over the concatenated views: the network has no batch statistics,
+        # so this equals one call per view and costs one.
+        image = tf.concat(images, axis=0) if len(images) > 1 else images[0]
+        region = tf.concat(regions, axis=0) if len(regions) > 1 else regions[0]
+        if spec.perturbed and mode:
+            features = self.encoder({"image": image, "human_region": region},
+                                    training=mode)
+            features = features * self._channel_dropout(spec, sizes, features)
+            out = self.head([features, region], training=mode)
+        else:
+            out = self.network({"image": image, "human_region": region}, training=mode)
+        out = {"logits": out["logits"], "masked_features": out["masked_features"]}
+        if not spec.gradient:
+            out = tf.nest.map_structure(tf.stop_gradient, out)
+        if len(spec.views) == 1:
+            return {spec.views[0]: out}
+        parts = {k: tf.split(t, sizes, axis=0) for k, t in out.items()}
+        return {v: {k: parts[k][i] for k in parts} for i, v in enumerate(spec.views)}
+
+    @staticmethod
+    def _channel_dropout(spec, sizes, features):
+        """[N, 1, 1, F] multipliers: channel dropout (nn.Dropout2d: a channel of an
+        image is dropped whole, the rest scaled by 1 / keep) on the perturbed views'
+        rows, 1 on the others."""
+        keep = 1.0 - spec.feature_dropout
+        rows = []
+        for view, n in zip(spec.views, sizes):
+            shape = tf.stack([n, 1, 1, tf.shape(features)[-1]])
+            if view in spec.perturbed:
+                kept = tf.cast(tf.random.uniform(shape) < keep, features.dtype)
+                rows.append(kept / tf.cast(keep, features.dtype))
+            else:
+                rows.append(tf.ones(shape, features.dtype))
+        return tf.concat(rows, axis=0)
 
 
 class CosegTrainer(keras.Model):
-    """Trains a segmentation network with the supervised or the cosegmentation losses.
+    """Trains a segmentation network with a method's objective (`coseg_tf.objectives`).
 
     Args:
       network: the functional model of `coseg_tf.model.build_deeplab_largefov`:
         inputs {"image", "human_region"}, outputs {"logits", "masked_features"}.
       num_classes: number of classes of the part scheme (background included).
-      method: one of METHODS.
-      alpha: weight of L_human (coseg only).
-      beta: weight of L_coseg (coseg only).
-      image_label_weight: weight of L_gmp / L_em (gmp and em_adapt only).
-      em_fg_share, em_bg_share: EM-Adapt's shares of the human region for each present
-        foreground class and for the background (em_adapt only).
+      objective: a `coseg_tf.objectives.Objective`, a method name (its objective with
+        the default hyper-parameters: `objectives.build`), or its config
+        (`objectives.to_config`).
       weight_decay: L2 factor added to the gradient of every kernel.
       fc8_lr_multiplier: learning-rate multiplier of the classifier (fc8) variables.
       class_names: names of the classes, for the per-class mining-precision metrics.
       ignore_label: label value that no loss reads.
-      mining_metrics: track mining precision (needs "diagnostic_labels" in the
-        unlabeled stream: the pipeline's diagnostics switch).
-      mining: `losses.MiningOptions` of L_coseg (coseg only; default the paper's).
-        With features="inference" each training step runs a second, inference-mode
-        pass (no dropout, no gradient) whose features, class points and predictions
-        the mining reads.
+      mining_metrics: track mining precision for a method that mines (needs
+        "diagnostic_labels" in the unlabeled stream: the pipeline's diagnostics
+        switch); ignored for the others.
       **kwargs: forwarded to `keras.Model`.
 
     Example:
 
     >>> net = build_deeplab_largefov(num_classes=3, width_multiplier=0.25)
-    >>> trainer = CosegTrainer(net, num_classes=3, method="coseg")
+    >>> trainer = CosegTrainer(net, num_classes=3,
+    ...                        objective=objectives.build("coseg", alpha=1.0, beta=1.0))
     >>> trainer.compile(optimizer=keras.optimizers.SGD(1e-3, momentum=0.9))
     >>> trainer.fit(train_ds, steps_per_epoch=100, epochs=10)
     """
 
-    def __init__(self, network, *, num_classes, method="coseg", alpha=0.001, beta=0.001,
-                 weight_decay=5e-4, fc8_lr_multiplier=10.0, class_names=None,
-                 ignore_label=255, mining_metrics=False,
-                 image_label_weight=image_label_losses.DEFAULT_IMAGE_LABEL_WEIGHT,
-                 em_fg_share=image_label_losses.DEFAULT_FG_SHARE,
-                 em_bg_share=image_label_losses.DEFAULT_BG_SHARE,
-                 mining=losses_lib.PAPER_MINING, **kwargs):
+    def __init__(self, network, *, num_classes, objective="coseg", weight_decay=5e-4,
+                 fc8_lr_multiplier=10.0, class_names=None, ignore_label=255,
+                 mining_metrics=False, **kwargs):
         super().__init__(**kwargs)
-        if method not in METHODS:
-            raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+        if isinstance(objective, str):
+            objective = objectives.build(objective)
+        elif isinstance(objective, dict):  # from get_config
+            objective = objectives.from_config(objective)
+        if not isinstance(objective, objectives.Objective):
+            raise TypeError(f"objective must be a coseg_tf.objectives.Objective, a method "
+                            f"name or its config, got {objective!r}")
         self.network = network
         self.num_classes = int(num_classes)
-        self.method = method
-        self.alpha = float(alpha)
-        self.beta = float(beta)
+        self.objective = objective
+        self.method = objective.name
         self.weight_decay = float(weight_decay)
         self.fc8_lr_multiplier = float(fc8_lr_multiplier)
         self.ignore_label = int(ignore_label)
-        self.image_label_weight = float(image_label_weight)
-        self.em_fg_share = float(em_fg_share)
-        self.em_bg_share = float(em_bg_share)
-        self.mining_metrics = bool(mining_metrics) and method == "coseg"
-        if isinstance(mining, dict):  # from get_config
-            mining = losses_lib.MiningOptions(**mining)
-        if not isinstance(mining, losses_lib.MiningOptions):
-            raise TypeError(f"mining must be a losses.MiningOptions, got {mining!r}")
-        self.mining = mining
+        self.mining_metrics = bool(mining_metrics) and objective.mines
         self.class_names = list(class_names or [f"class_{c}" for c in range(num_classes)])
+        perturbs = any(p.perturbed for t in (True, False)
+                       for p in objective.passes(t).values())
+        self._runner = _NetworkRunner(network, perturbs)
 
         # === Trackers ===
-        names = ["loss", "humanparts"]
-        if method == "coseg":
-            names += ["human", "coseg"]
-        elif method == "gmp":
-            names += ["gmp"]
-        elif method == "em_adapt":
-            # em_pseudo_foreground: share of region positions the E-step gave a part.
-            names += ["em_adapt", "em_pseudo_foreground"]
+        # One Mean per loss term, the total and each diagnostic of the objective.
+        names = ["loss", *objective.weights(), *objective.diagnostics]
         mining = []
         if self.mining_metrics:
             mining = ["mining_precision", "mining_chance"]
@@ -140,7 +187,7 @@ class CosegTrainer(keras.Model):
             names += mining
         # Ratios that are 0 / 0 for an interval with nothing to count (nothing mined, no
         # region) are undefined there: NaN, never 0 (losses stay plain means).
-        ratios = set(mining) | {"em_pseudo_foreground"}
+        ratios = set(mining) | set(objective.diagnostics)
         self._trackers = {n: (metrics_lib.DefinedMean if n in ratios else keras.metrics.Mean)(
             name=n) for n in names}
 
@@ -164,97 +211,22 @@ class CosegTrainer(keras.Model):
             return set()
         return {id(v) for v in fc8.trainable_variables}
 
-    # === Forward pass and losses ===
-    def _forward(self, labeled, unlabeled, training):
-        """One pass of the network over labeled + unlabeled images, split again."""
-        if unlabeled is None:
-            out = self.network({"image": labeled["image"],
-                                "human_region": labeled["human_region"]}, training=training)
-            return out, None
-        # One call over the concatenated batch: the network has no batch statistics,
-        # so this equals two calls and costs one.
-        images = tf.concat([labeled["image"], unlabeled["image"]], axis=0)
-        regions = tf.concat([labeled["human_region"], unlabeled["human_region"]], axis=0)
-        out = self.network({"image": images, "human_region": regions}, training=training)
-        n_f = tf.shape(labeled["image"])[0]
-        split = lambda t: (t[:n_f], t[n_f:])  # noqa: E731
-        logits_f, logits_u = split(out["logits"])
-        feats_f, feats_u = split(out["masked_features"])
-        return ({"logits": logits_f, "masked_features": feats_f},
-                {"logits": logits_u, "masked_features": feats_u})
+    # === Passes and losses ===
+    def run_pass(self, spec, data, training):
+        """{view: {"logits", "masked_features"}} of one `Pass` of the objective."""
+        inputs = {v: objective_base.view_inputs(data, v) for v in spec.views}
+        return self._runner(spec, inputs, training)
 
     def compute_losses(self, data, training):
-        """Per-replica losses (means over this replica's images) and mining details."""
-        labeled = data["labeled"]
-        unlabeled = data.get("unlabeled")
-        if unlabeled is not None and "image_labels" in unlabeled \
-                and self.method not in IMAGE_LABEL_METHODS:
-            raise ValueError(f"method {self.method!r} must not see image-level labels, but "
-                             "the unlabeled stream carries 'image_labels'")
-        if self.method not in UNLABELED_METHODS:
-            unlabeled = None
-        elif unlabeled is None:
-            raise ValueError(f"method {self.method!r} needs an 'unlabeled' stream in each "
-                             "element")
-        elif self.method in IMAGE_LABEL_METHODS and "image_labels" not in unlabeled:
-            raise ValueError(f"method {self.method!r} needs 'image_labels' in the unlabeled "
-                             "stream (the pipeline's image_labels switch)")
-        out_f, out_u = self._forward(labeled, unlabeled, training)
-
-        # [B_f, h, w, C]
-        logits_f = out_f["logits"]
-        size = tf.shape(logits_f)[1:3]
-        # [B_f, h, w] labels at feature resolution (nearest, on the stride-8 grid)
-        labels_f = losses_lib.downsample_labels(labels=labeled["labels"], size=size)
-        result = {"humanparts": losses_lib.humanparts_loss(
-            logits=logits_f, labels=labels_f, num_classes=self.num_classes,
-            ignore_label=self.ignore_label)}
-        if out_u is None:
-            result["loss"] = result["humanparts"]
-            return result, None
-
-        # [B_u, h, w] the unlabeled images' own human regions at feature resolution,
-        # resized exactly as the masking layer resizes them.
-        region_u = masking.resize_region(unlabeled["human_region"], size)[..., 0]
-        if self.method == "gmp":
-            result["gmp"] = image_label_losses.gmp_loss(
-                logits=out_u["logits"], region=region_u,
-                image_labels=unlabeled["image_labels"])
-            result["loss"] = result["humanparts"] + self.image_label_weight * result["gmp"]
-            return result, None
-        if self.method == "em_adapt":
-            pseudo = image_label_losses.em_adapt_pseudo_labels(
-                logits=out_u["logits"], region=region_u,
-                image_labels=unlabeled["image_labels"], fg_share=self.em_fg_share,
-                bg_share=self.em_bg_share)
-            result["em_adapt"] = image_label_losses.em_adapt_loss(
-                logits=out_u["logits"], pseudo_labels=pseudo)
-            result["loss"] = (result["humanparts"]
-                              + self.image_label_weight * result["em_adapt"])
-            foreground = tf.cast(pseudo != losses_lib.BACKGROUND, tf.float32) * region_u
-            # NaN (undefined, left out of the interval's mean) without any region.
-            result["em_pseudo_foreground"] = (tf.reduce_sum(foreground)
-                                              / tf.reduce_sum(region_u))
-            return result, None
-
-        result["human"] = losses_lib.human_loss(logits=out_u["logits"], region=region_u)
-        # What the mining reads: this pass (the paper), or a second pass in inference
-        # mode (no dropout; no gradient flows through it).
-        mine_f, mine_u = out_f, out_u
-        if training and self.mining.features == "inference":
-            mine_f, mine_u = tf.nest.map_structure(
-                tf.stop_gradient, self._forward(labeled, unlabeled, training=False))
-        coseg, aux = losses_lib.coseg_loss(
-            logits_labeled=mine_f["logits"], labels=labels_f,
-            features_labeled=mine_f["masked_features"],
-            logits_unlabeled=out_u["logits"],
-            features_unlabeled=mine_u["masked_features"],
-            region_unlabeled=region_u, num_classes=self.num_classes,
-            options=self.mining, mining_logits_unlabeled=mine_u["logits"])
-        result["coseg"] = coseg
-        result["loss"] = (result["humanparts"] + self.alpha * result["human"]
-                          + self.beta * result["coseg"])
-        aux = dict(aux, region_unlabeled=region_u, size=size)
+        """Per-replica loss terms (means over this replica's images), their weighted sum
+        "loss", the objective's diagnostics, and the mining details (or None)."""
+        self.objective.check_element(data)
+        outputs = {name: self.run_pass(spec, data, training)
+                   for name, spec in self.objective.passes(training).items()}
+        result, aux = self.objective.compute(outputs, data, num_classes=self.num_classes,
+                                             ignore_label=self.ignore_label,
+                                             training=training)
+        result = dict(result, loss=self.objective.total(result))
         return result, aux
 
     def _update_mining_metrics(self, unlabeled, aux):
@@ -364,14 +336,12 @@ class CosegTrainer(keras.Model):
         config = super().get_config()
         config.update({
             "network": keras.saving.serialize_keras_object(self.network),
-            "num_classes": self.num_classes, "method": self.method,
-            "alpha": self.alpha, "beta": self.beta, "weight_decay": self.weight_decay,
+            "num_classes": self.num_classes,
+            "objective": objectives.to_config(self.objective),
+            "weight_decay": self.weight_decay,
             "fc8_lr_multiplier": self.fc8_lr_multiplier,
             "class_names": self.class_names, "ignore_label": self.ignore_label,
             "mining_metrics": self.mining_metrics,
-            "image_label_weight": self.image_label_weight,
-            "em_fg_share": self.em_fg_share, "em_bg_share": self.em_bg_share,
-            "mining": dataclasses.asdict(self.mining),
         })
         return config
 

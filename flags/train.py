@@ -14,6 +14,7 @@ from __future__ import annotations
 from absl import flags
 
 from coseg_tf import model as model_lib
+from coseg_tf import objectives
 from coseg_tf import precision
 from coseg_tf import run_dir, train_lib
 
@@ -83,36 +84,51 @@ def define_model_flags():
 
 def define_method_flags():
     # === Method and losses ===
-    flags.DEFINE_enum("method", "coseg", list(train_lib.METHODS),
-                      "supervised: L_humanparts only (paper (a), (c)); coseg: L_all (b); "
-                      "gmp, em_adapt: the Table 2 baselines that read the unlabeled "
-                      "images' image-level labels (Global Max Pooling, EM-Adapt).")
-    flags.DEFINE_float("alpha", 0.001, "Weight of L_human (paper: 0.001).")
-    flags.DEFINE_float("beta", 0.001, "Weight of L_coseg (paper: 0.001).")
-    flags.DEFINE_float("image_label_weight", 1.0,
+    # Each method is an objective of coseg_tf/objectives/ (the registry's choices).
+    defaults = train_lib.TrainConfig
+    flags.DEFINE_enum("method", defaults.method, list(objectives.METHODS),
+                      "; ".join(f"{name}: {cls.summary}"
+                                for name, cls in objectives.REGISTRY.items()) + ".")
+    flags.DEFINE_float("alpha", defaults.alpha, "Weight of L_human (paper: 0.001).")
+    flags.DEFINE_float("beta", defaults.beta, "Weight of L_coseg (paper: 0.001).")
+    flags.DEFINE_float("image_label_weight", defaults.image_label_weight,
                        "gmp, em_adapt: weight of the unlabeled images' loss term.")
-    flags.DEFINE_float("em_fg_share", 0.2, "em_adapt: share of the human region the "
-                       "E-step gives each present part class (Papandreou et al.: 0.2).")
+    flags.DEFINE_float("em_fg_share", defaults.em_fg_share, "em_adapt: share of the human "
+                       "region the E-step gives each present part class (Papandreou et "
+                       "al.: 0.2).")
+    flags.DEFINE_float("em_bg_share", defaults.em_bg_share, "em_adapt: share of the human "
+                       "region the E-step gives the background (Papandreou et al.: 0.4).")
+    # Weak-to-strong consistency (fixmatch, unimatch and their coseg combinations;
+    # coseg_tf/consistency_losses.py). UniMatch's setting: threshold 0.95, weight 1.
+    flags.DEFINE_float("unlabeled_weight", defaults.unlabeled_weight,
+                       "fixmatch, unimatch, coseg_*match: lambda_u, the weight of the "
+                       "consistency term (UniMatch: 1, as L_humanparts').")
+    flags.DEFINE_float("confidence_threshold", defaults.confidence_threshold,
+                       "fixmatch, unimatch, coseg_*match: a pseudo-label is kept where the "
+                       "teacher's probability is >= this (UniMatch: 0.95).")
+    flags.DEFINE_float("feature_dropout", defaults.feature_dropout,
+                       "unimatch, coseg_unimatch: channel dropout on the weak view's "
+                       "encoder features in the feature-perturbation stream (UniMatch: "
+                       "0.5).")
     # Mining of L_coseg: the defaults are the paper's; each other value is an option
     # measured beside it (docs/RESULTS.md; coseg_tf/losses.py MiningOptions).
-    flags.DEFINE_enum("mining_point", "argmax", ["argmax", "prototype"],
-                      "coseg: r_c = m^f at the most confident pixel of class c (argmax, "
+    flags.DEFINE_enum("mining_point", defaults.mining_point, ["argmax", "prototype"],
+                      "coseg*: r_c = m^f at the most confident pixel of class c (argmax, "
                       "the paper) or the mean of m^f over the pixels labeled c (prototype).")
-    flags.DEFINE_enum("mining_distance", "euclidean", ["euclidean", "cosine"],
-                      "coseg: distance between r_c and the target's features (paper: "
+    flags.DEFINE_enum("mining_distance", defaults.mining_distance, ["euclidean", "cosine"],
+                      "coseg*: distance between r_c and the target's features (paper: "
                       "euclidean).")
-    flags.DEFINE_boolean("mining_agreement", False,
-                         "coseg: keep only mined positions whose current prediction is the "
-                         "class they were mined for (paper: off).")
-    flags.DEFINE_integer("mining_targets", 1,
-                         "coseg: targets per labeled image, the most similar unlabeled "
+    flags.DEFINE_boolean("mining_agreement", defaults.mining_agreement,
+                         "coseg*: keep only mined positions whose current prediction is "
+                         "the class they were mined for (paper: off).")
+    flags.DEFINE_integer("mining_targets", defaults.mining_targets,
+                         "coseg*: targets per labeled image, the most similar unlabeled "
                          "images of the replica's batch (paper: 1).", lower_bound=1)
-    flags.DEFINE_enum("mining_features", "train", ["train", "inference"],
-                      "coseg: mine on the training pass's features (train: dropout on, the "
-                      "paper) or on a second, inference-mode pass (no dropout, no "
-                      "gradient; ~1/3 of a step more).")
-    flags.DEFINE_float("em_bg_share", 0.4, "em_adapt: share of the human region the "
-                       "E-step gives the background (Papandreou et al.: 0.4).")
+    flags.DEFINE_enum("mining_features", defaults.mining_features, ["train", "inference"],
+                      "coseg*: mine on features with dropout on (train: coseg's training "
+                      "pass, the paper) or on an inference-mode pass (no dropout, no "
+                      "gradient; coseg: ~1/3 of a step more). coseg_*match mine on the "
+                      "weak view (coseg_tf/objectives/coseg_consistency.py).")
 
 
 def define_optimizer_flags():

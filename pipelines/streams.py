@@ -13,9 +13,13 @@ elements from `decode.decode_example`, `merge` and `augment`:
                      "diagnostic_labels" int32 [B, c, c] (the hidden merged labels,
                      for the mining-precision metric only; no loss reads it); with
                      image_labels=True also "image_labels" float32 [B, C] (the classes
-                     present in the whole image; for the image-label methods only)
-  train_dataset      {"labeled": ..., "unlabeled": ...} zipped per step (only
-                     {"labeled": ...} for method 'supervised')
+                     present in the whole image; for the image-label methods only);
+                     with strong_views=1 or 2 also "strong_image" float32 [B, c, c, 3]
+                     and "cutmix_box" float32 [B, c, c] (then "strong_image_2",
+                     "cutmix_box_2"): strong views of the same crop (`STRONG_VIEW_KEYS`)
+  train_dataset      {"labeled": ..., "unlabeled": ...} zipped per step, the unlabeled
+                     stream as a method's `StreamNeeds` ask (only {"labeled": ...}
+                     when it needs none)
   eval_dataset       whole images, batch 1, no augmentation:
                      {"image" float32 [1, H, W, 3], "human_region" [1, H, W, 1],
                       "labels" int32 [1, H, W], "id" string [1]}
@@ -59,6 +63,7 @@ explicit list.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 
 import numpy as np
@@ -68,9 +73,37 @@ from pipelines import augment, dataset_files, decode, merge, schema
 
 AUTOTUNE = tf.data.AUTOTUNE
 
-# Methods trained on the labeled stream alone; every other method also gets the
-# unlabeled stream.
-SUPERVISED_METHODS = ("supervised",)
+
+@dataclasses.dataclass(frozen=True)
+class StreamNeeds:
+    """What a training method reads of the unlabeled stream (`train_dataset`).
+
+    Each objective of `coseg_tf.objectives` states its needs with one of these; the
+    pipeline builds nothing more, so that no method sees what it must not read.
+
+    Args:
+      unlabeled: the unlabeled stream at all (False: the labeled stream alone).
+      image_labels: the image-level labels of the unlabeled images ("image_labels").
+      strong_views: 0, 1 or 2 strong views of each unlabeled crop, with their CutMix
+        boxes (`STRONG_VIEW_KEYS`; `augment.strong_view`).
+    """
+
+    unlabeled: bool = True
+    image_labels: bool = False
+    strong_views: int = 0
+
+    def __post_init__(self):
+        if self.strong_views not in range(len(STRONG_VIEW_KEYS) + 1):
+            raise ValueError(f"StreamNeeds: strong_views must be 0 to "
+                             f"{len(STRONG_VIEW_KEYS)}, got {self.strong_views!r}")
+        if (self.image_labels or self.strong_views) and not self.unlabeled:
+            raise ValueError("StreamNeeds: image_labels and strong_views are parts of the "
+                             "unlabeled stream; they need unlabeled=True")
+
+
+# The keys of the strong views of an unlabeled element: (strong image, CutMix box) of
+# the first view, then of the second.
+STRONG_VIEW_KEYS = (("strong_image", "cutmix_box"), ("strong_image_2", "cutmix_box_2"))
 
 # Default shuffle buffer of the unlabeled stream, in serialized records.
 UNLABELED_SHUFFLE_BUFFER = 1024
@@ -79,6 +112,9 @@ UNLABELED_SHUFFLE_BUFFER = 1024
 # unlabeled stream never share random draws.
 _LABELED_STREAM = 1
 _UNLABELED_STREAM = 2
+# Folded into an unlabeled element's key (plus the view number) for its strong views:
+# the flip, scale and crop draws of the element stay what they are without them.
+_STRONG_VIEW_SALT = 100
 
 # === Files and ids ===
 # The dataset files are dataset_files'; these two are re-exported for callers.
@@ -310,11 +346,21 @@ def _check_start(start):
     return int(start)
 
 
+def _element_key(index, seed: int, stream: int):
+    """int64 [2]: the stateless key of the element `index` of a stream."""
+    base = tf.constant([seed, stream], tf.int64)
+    return tf.random.experimental.stateless_fold_in(base, tf.cast(index, tf.int64))
+
+
 def _element_seeds(index, seed: int, stream: int):
     """int64 [3, 2]: stateless seeds (flip, scale, crop) of the element `index`."""
-    base = tf.constant([seed, stream], tf.int64)
-    element = tf.random.experimental.stateless_fold_in(base, tf.cast(index, tf.int64))
-    return tf.random.experimental.stateless_split(element, 3)
+    return tf.random.experimental.stateless_split(_element_key(index, seed, stream), 3)
+
+
+def _strong_view_seed(index, seed: int, view: int):
+    """int64 [2]: the seed of strong view `view` (0 or 1) of unlabeled element `index`."""
+    return tf.random.experimental.stateless_fold_in(
+        _element_key(index, seed, _UNLABELED_STREAM), _STRONG_VIEW_SALT + view)
 
 
 def _augment(example, seeds, *, min_scale, max_scale, crop_size):
@@ -432,7 +478,7 @@ def labeled_dataset(file_pattern, *, ids, scheme, batch_size, crop_size, min_sca
 def unlabeled_dataset(file_pattern, *, batch_size, crop_size, min_scale=0.5, max_scale=1.5,
                       flip=True, human_region_mode="boxes", seed=0,
                       shuffle_buffer=UNLABELED_SHUFFLE_BUFFER, diagnostics=False,
-                      image_labels=False, scheme=None, start=0) -> tf.data.Dataset:
+                      image_labels=False, strong_views=0, scheme=None, start=0) -> tf.data.Dataset:
     """The unlabeled training stream over ALL training images, without part labels.
 
     `file_pattern` may hold records with parts (their labels hidden) and box-only
@@ -446,6 +492,10 @@ def unlabeled_dataset(file_pattern, *, batch_size, crop_size, min_scale=0.5, max
     mining-precision metric alone. With `image_labels=True` (and a `scheme`), the
     image-level labels of the whole image (`image_labels_of`, computed before any crop)
     ride along under "image_labels", for the image-label baselines (GMP, EM-Adapt).
+    With `strong_views=1` (or 2), each crop also gets a strong view, "strong_image"
+    (and "strong_image_2"): the same crop with photometric changes only, and a CutMix
+    box, "cutmix_box" (and "cutmix_box_2") (`augment.strong_view`; drawn from seeds of
+    their own, so the other keys are the same with or without them).
 
     Args:
       file_pattern: the training TFRecords (glob or comma-separated globs).
@@ -455,6 +505,7 @@ def unlabeled_dataset(file_pattern, *, batch_size, crop_size, min_scale=0.5, max
       shuffle_buffer: records in the shuffle buffer.
       diagnostics: carry the hidden labels under "diagnostic_labels".
       image_labels: carry the image-level labels under "image_labels".
+      strong_views: 0, 1 or 2 strong views of each crop (`STRONG_VIEW_KEYS`).
       scheme: merge scheme of the diagnostic and image-level labels (required with
         either).
       start: elements (images) already consumed, as in `labeled_dataset`.
@@ -470,10 +521,12 @@ def unlabeled_dataset(file_pattern, *, batch_size, crop_size, min_scale=0.5, max
         scheme = merge.as_scheme(scheme)
     permutation = _flip_permutation(scheme if diagnostics or image_labels else None)
     _check_positive_int("shuffle_buffer", shuffle_buffer)
+    StreamNeeds(strong_views=strong_views)  # checks the count
     files = list_files(file_pattern)
     keys = (("image", "human_region", "id")
             + (("diagnostic_labels",) if diagnostics else ())
-            + (("image_labels",) if image_labels else ()))
+            + (("image_labels",) if image_labels else ())
+            + tuple(k for pair in STRONG_VIEW_KEYS[:strong_views] for k in pair))
 
     def element(index, serialized):
         seeds = _element_seeds(index, seed, _UNLABELED_STREAM)
@@ -502,6 +555,11 @@ def unlabeled_dataset(file_pattern, *, batch_size, crop_size, min_scale=0.5, max
         # From here on no part label is in the element (unless diagnostics).
         out = _augment(out, seeds, min_scale=min_scale, max_scale=max_scale,
                        crop_size=crop_size)
+        # Strong views of the crop: photometric changes only, the geometry of the weak
+        # view (the crop itself), so that every map above holds for them too.
+        for view, (image_key, box_key) in enumerate(STRONG_VIEW_KEYS[:strong_views]):
+            out = augment.strong_view(out, _strong_view_seed(index, seed, view),
+                                      image_key=image_key, box_key=box_key)
         return {k: out[k] for k in keys}
 
     def one_epoch(epoch):
@@ -520,28 +578,27 @@ def unlabeled_dataset(file_pattern, *, batch_size, crop_size, min_scale=0.5, max
     return ds.prefetch(AUTOTUNE)
 
 
-def train_dataset(file_pattern, *, method, scheme, labeled_ids, batch_labeled,
-                  batch_unlabeled, crop_size, min_scale=0.5, max_scale=1.5, flip=True,
-                  human_region_mode="boxes", diagnostics=False, image_labels=False,
-                  seed=0, shuffle_buffer=UNLABELED_SHUFFLE_BUFFER, cache_labeled=False,
+def train_dataset(file_pattern, *, scheme, labeled_ids, batch_labeled, batch_unlabeled,
+                  crop_size, needs=StreamNeeds(), min_scale=0.5, max_scale=1.5, flip=True,
+                  human_region_mode="boxes", diagnostics=False, seed=0,
+                  shuffle_buffer=UNLABELED_SHUFFLE_BUFFER, cache_labeled=False,
                   check_ids=True, start_batch=0, unlabeled_pattern=None) -> tf.data.Dataset:
-    """{"labeled": ..., "unlabeled": ...} per step ({"labeled": ...} for 'supervised').
+    """{"labeled": ..., "unlabeled": ...} per step ({"labeled": ...} without unlabeled).
 
     The two streams are zipped (keras-io semisupervised_simclr); `train_step` unpacks
     the pair. Both repeat forever.
 
     Args:
       file_pattern: the training TFRecords.
-      method: the training method; methods in SUPERVISED_METHODS get the labeled stream
-        only, every other method both streams.
       scheme: merge scheme (a `schema.Scheme` or its name).
       labeled_ids: the labeled ids (`select_labeled_ids`).
       batch_labeled, batch_unlabeled: GLOBAL batch sizes (per replica x replicas).
       crop_size, min_scale, max_scale, flip, human_region_mode, seed: as in
         `labeled_dataset`, for both streams.
+      needs: what the training method reads (`StreamNeeds`, from its objective):
+        the unlabeled stream at all, its image-level labels (the trainer refuses them
+        for a method that does not read them), its strong views.
       diagnostics: the unlabeled stream carries "diagnostic_labels".
-      image_labels: the unlabeled stream carries "image_labels" (only for the methods
-        that read image-level labels: the trainer refuses them otherwise).
       shuffle_buffer: shuffle buffer of the unlabeled stream (the labeled stream
         shuffles all its records).
       cache_labeled: cache the decoded labeled examples (see the module docstring).
@@ -551,10 +608,10 @@ def train_dataset(file_pattern, *, method, scheme, labeled_ids, batch_labeled,
       unlabeled_pattern: the records of the unlabeled stream (e.g. box-only records);
         None = `file_pattern`, every training image with its labels hidden.
     """
-    if not isinstance(method, str) or not method:
-        raise ValueError(f"method must be a non-empty string, got {method!r}")
+    if not isinstance(needs, StreamNeeds):
+        raise TypeError(f"needs must be a streams.StreamNeeds, got {needs!r}")
     _check_positive_int("batch_labeled", batch_labeled)
-    if method not in SUPERVISED_METHODS:
+    if needs.unlabeled:
         _check_positive_int("batch_unlabeled", batch_unlabeled)
     common = dict(crop_size=crop_size, min_scale=min_scale, max_scale=max_scale, flip=flip,
                   human_region_mode=human_region_mode, seed=seed)
@@ -563,12 +620,13 @@ def train_dataset(file_pattern, *, method, scheme, labeled_ids, batch_labeled,
                               batch_size=batch_labeled, cache=cache_labeled,
                               check_ids=check_ids, start=start_batch * batch_labeled,
                               **common)
-    if method in SUPERVISED_METHODS:
+    if not needs.unlabeled:
         return tf.data.Dataset.zip({"labeled": labeled})
     unlabeled = unlabeled_dataset(unlabeled_pattern or file_pattern,
                                   batch_size=batch_unlabeled,
                                   shuffle_buffer=shuffle_buffer, diagnostics=diagnostics,
-                                  image_labels=image_labels, scheme=scheme,
+                                  image_labels=needs.image_labels,
+                                  strong_views=needs.strong_views, scheme=scheme,
                                   start=start_batch * batch_unlabeled, **common)
     return tf.data.Dataset.zip({"labeled": labeled, "unlabeled": unlabeled})
 

@@ -4,13 +4,17 @@ Run as a subprocess by tests/test_trainer.py: the CPU must be split into logical
 devices before TensorFlow initialises, which a pytest process shared with other tests
 cannot promise. Prints one JSON line with the largest differences.
 
-Per-replica mining means the coseg loss of a 2-replica step is the mean of the losses
-of the two replica shards (each labeled image mines among its own replica's unlabeled
-images); the single-device reference computes exactly that, by shards, and applies
-the gradient of their mean. The supervised step needs no such care: its loss is a
-mean over images, and each replica holds one labeled image. The image-label methods
-(gmp, em_adapt) are checked like coseg, with image-level labels in the unlabeled
-stream.
+Every method of the registry (`coseg_tf.objectives.REGISTRY`) is checked, each with
+the streams its objective needs. Per-replica mining and CutMix mean the unlabeled
+terms of a 2-replica step are the means of the terms of the two replica shards (each
+labeled image mines among its own replica's unlabeled images, each strong image takes
+its CutMix partner among them); the single-device reference computes exactly that, by
+shards, and applies the gradient of their mean. The supervised step needs no such
+care: its loss is a mean over images, and each replica holds one labeled image.
+Randomness is off so that the two sides draw nothing: no dropout in the network, no
+feature dropout (unimatch's perturbation stream runs through the encoder/head split
+all the same), and a confidence threshold of 0 so that every pseudo-label counts and
+the consistency terms are not zero.
 
 Mixed float16 (`coseg_float16`): the coseg step under dynamic loss scaling
 (`precision.SyncedLossScaleOptimizer`) on 2 replicas against the same on one device.
@@ -34,8 +38,10 @@ distribute.split_cpu(2)
 import keras  # noqa: E402
 
 from coseg_tf import model as model_lib  # noqa: E402
+from coseg_tf import objectives  # noqa: E402
 from coseg_tf import precision  # noqa: E402
 from coseg_tf import trainer as trainer_lib  # noqa: E402
+from pipelines import streams  # noqa: E402
 
 NUM_CLASSES = 4
 CROP = 33
@@ -53,13 +59,24 @@ def make_batch(rng, replicas):
             r[i, y0:y0 + 20, x0:x0 + 18] = 1
         return r
 
+    def boxes(n):
+        b = np.zeros((n, CROP, CROP), np.float32)
+        for i in range(n):
+            y0, x0 = rng.integers(0, 20, 2)
+            b[i, y0:y0 + 12, x0:x0 + 10] = 1
+        return b
+
     nf, nu = B_F * replicas, B_U * replicas
     labels = rng.integers(0, NUM_CLASSES, (nf, CROP, CROP)).astype(np.int32)
     reg_f = regions(nf)
     labels[reg_f[..., 0] == 0] = 0
+    unlabeled = {"image": images(nu), "human_region": regions(nu)}
+    for image_key, box_key in streams.STRONG_VIEW_KEYS:
+        unlabeled[image_key] = images(nu)
+        unlabeled[box_key] = boxes(nu)
     return {
         "labeled": {"image": images(nf), "human_region": reg_f, "labels": labels},
-        "unlabeled": {"image": images(nu), "human_region": regions(nu)},
+        "unlabeled": unlabeled,
         "image_labels": np.concatenate(
             [np.ones((nu, 1)), rng.integers(0, 2, (nu, NUM_CLASSES - 1))], 1).astype(np.float32),
     }
@@ -70,8 +87,9 @@ def build(method, seed=1, mixed_precision="off"):
     net = model_lib.build_deeplab_largefov(
         num_classes=NUM_CLASSES, width_multiplier=0.0625, dropout_rate=0.0,
         dtype_policy=precision.policy_name(mixed_precision))
-    trainer = trainer_lib.CosegTrainer(net, num_classes=NUM_CLASSES, method=method,
-                                       alpha=0.5, beta=0.5)
+    objective = objectives.build(method, alpha=0.5, beta=0.5, confidence_threshold=0.0,
+                                 feature_dropout=0.0)
+    trainer = trainer_lib.CosegTrainer(net, num_classes=NUM_CLASSES, objective=objective)
     trainer.compile(optimizer=precision.wrap_optimizer(
         keras.optimizers.SGD(0.01, momentum=0.9), mixed_precision))
     trainer.build()
@@ -87,11 +105,15 @@ def shard(batch, r, replicas):
 
 
 def data_for(batch, method):
-    """The element a method's pipeline gives: image-level labels only where read."""
-    if method == "supervised":
+    """The element a method's pipeline gives: what its objective needs, no more."""
+    needs = objectives.get(method).needs
+    if not needs.unlabeled:
         return {"labeled": batch["labeled"]}
-    out = {"labeled": batch["labeled"], "unlabeled": dict(batch["unlabeled"])}
-    if method in trainer_lib.IMAGE_LABEL_METHODS:
+    keys = ["image", "human_region"]
+    keys += [k for pair in streams.STRONG_VIEW_KEYS[:needs.strong_views] for k in pair]
+    out = {"labeled": batch["labeled"],
+           "unlabeled": {k: batch["unlabeled"][k] for k in keys}}
+    if needs.image_labels:
         out["unlabeled"]["image_labels"] = batch["image_labels"]
     return out
 
@@ -147,7 +169,7 @@ def loss_scale_agreement(strategy):
     return out
 
 
-CASES = [(method, "off") for method in trainer_lib.METHODS] + [("coseg", "float16")]
+CASES = [(method, "off") for method in objectives.METHODS] + [("coseg", "float16")]
 
 
 def main():

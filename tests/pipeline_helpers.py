@@ -168,3 +168,27 @@ def class_map_by_names(parts: list, person_mask: np.ndarray, scheme) -> np.ndarr
     if scheme.other_region:
         out[(person_mask > 0) & (out == 0)] = len(scheme.groups) + 1
     return out
+
+
+def luma(image) -> np.ndarray:
+    """float64 [H, W] ITU-R 601 luma of an RGB image."""
+    return np.asarray(image, np.float64) @ np.array([0.299, 0.587, 0.114])
+
+
+def best_shift(a, b, reach=3):
+    """The (dy, dx) in [-reach, reach]^2 at which map `b` best matches map `a`
+    (normalised correlation of the centred maps over a's interior): (0, 0) when no
+    pixel of b moved."""
+    h, w = a.shape
+    r = reach
+    core = a[r:h - r, r:w - r] - a[r:h - r, r:w - r].mean()
+    best, arg = -np.inf, None
+    for dy in range(-r, r + 1):
+        for dx in range(-r, r + 1):
+            part = b[r + dy:h - r + dy, r + dx:w - r + dx]
+            part = part - part.mean()
+            score = (core * part).sum() / (np.linalg.norm(core) * np.linalg.norm(part)
+                                           + 1e-9)
+            if score > best:
+                best, arg = score, (dy, dx)
+    return arg

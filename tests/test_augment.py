@@ -251,3 +251,117 @@ def test_seed_dtype_does_not_matter():
     by_tuple = augment.random_crop_or_pad(d, 6, (3, 7))
     for dtype in (tf.int32, tf.int64):
         _assert_same(by_tuple, augment.random_crop_or_pad(d, 6, tf.constant([3, 7], dtype)))
+
+
+# === Strong view and CutMix ===
+
+def _noise_example(size=24, seed=0):
+    rng = np.random.default_rng(seed)
+    d = _coordinate_example(size, size)
+    d["image"] = tf.constant(rng.uniform(0, 255, (size, size, 3)).astype(np.float32))
+    return d
+
+
+def test_strong_view_keeps_image_region_and_labels_aligned():
+    """No pixel moves: the strong image is best aligned with the weak one at shift 0,
+    every other map is left as it is, whatever the photometric draw."""
+    d = _noise_example()
+    boxes, changed = set(), 0
+    for seed in SEEDS:
+        out = augment.strong_view(d, seed)
+        for key in d:
+            np.testing.assert_array_equal(np.asarray(out[key]), np.asarray(d[key]),
+                                          err_msg=key)
+        strong = out["strong_image"].numpy()
+        assert strong.shape == (24, 24, 3) and strong.min() >= 0 and strong.max() <= 255
+        assert ph.best_shift(ph.luma(d["image"]), ph.luma(strong)) == (0, 0), seed
+        box = out["cutmix_box"].numpy()
+        assert box.shape == (24, 24) and set(np.unique(box)) <= {0.0, 1.0}
+        boxes.add(bool(box.any()))
+        changed += not np.allclose(strong, d["image"].numpy())
+    # over 12 draws: with and without a box (probability 0.5), and the image changed
+    # by most (no jitter, no grayscale, no blur: probability 0.2 * 0.8 * 0.5 = 0.08)
+    assert boxes == {True, False}
+    assert changed >= 9
+
+
+def test_strong_view_same_eagerly_and_in_tf_data():
+    d = _noise_example()
+    eager = [augment.strong_view(d, s) for s in SEEDS[:4]]
+    in_data = _in_dataset(augment.strong_view, d, SEEDS[:4])
+    for a, b in zip(eager, in_data):
+        for key in ("strong_image", "cutmix_box"):
+            np.testing.assert_allclose(np.asarray(a[key]), np.asarray(b[key]), atol=1e-3)
+
+
+def test_photometric_ops_by_hand():
+    rng = np.random.default_rng(1)
+    image = tf.constant(rng.uniform(0, 255, (6, 7, 3)).astype(np.float32))
+    same = augment.color_jitter(image, brightness=1.0, contrast=1.0, saturation=1.0, hue=0.0)
+    np.testing.assert_allclose(same.numpy(), image.numpy(), atol=1e-3)
+    # brightness 0.5 halves every pixel
+    half = augment.color_jitter(image, brightness=0.5, contrast=1.0, saturation=1.0, hue=0.0)
+    np.testing.assert_allclose(half.numpy(), image.numpy() / 2, atol=1e-3)
+    # saturation 0 is the grayscale image
+    gray = augment.color_jitter(image, brightness=1.0, contrast=1.0, saturation=0.0, hue=0.0)
+    np.testing.assert_allclose(gray.numpy(), augment.grayscale(image).numpy(), atol=1e-3)
+    luma = ph.luma(image.numpy())
+    np.testing.assert_allclose(augment.grayscale(image).numpy()[..., 1], luma, atol=1e-3)
+    # contrast 0 gives the mean luma everywhere
+    flat = augment.color_jitter(image, brightness=1.0, contrast=0.0, saturation=1.0, hue=0.0)
+    np.testing.assert_allclose(flat.numpy(), np.full((6, 7, 3), luma.mean()), atol=1e-2)
+    # a blur keeps a constant image and the position of an edge
+    const = tf.fill([9, 9, 3], 80.0)
+    np.testing.assert_allclose(augment.gaussian_blur(const, 2.0).numpy(), 80.0, atol=1e-3)
+    edge = np.zeros((9, 12, 3), np.float32)
+    edge[:, 6:] = 255.0
+    blurred = augment.gaussian_blur(tf.constant(edge), 1.5).numpy()[4, :, 0]
+    assert np.argmax(np.diff(blurred)) == 5  # the steepest step is still between 5 and 6
+    np.testing.assert_allclose(blurred[:6] + blurred[::-1][:6], 255.0, atol=1e-2)
+
+
+def test_cutmix_box_shape_and_size():
+    areas, empty = [], 0
+    for s in range(200):
+        box = augment.random_cutmix_box(40, 50, (s, 3)).numpy()
+        if not box.any():
+            empty += 1
+            continue
+        rows, cols = np.nonzero(box)
+        h, w = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
+        assert box.sum() == h * w  # one rectangle
+        areas.append(h * w / (40 * 50))
+    assert 60 < empty < 140  # probability 0.5
+    assert min(areas) >= 0.005 and max(areas) <= 0.41
+
+
+def test_cutmix_mixes_images_regions_and_pseudo_labels_with_the_same_box():
+    """Image values say which image a pixel comes from; after one `cutmix` call the
+    region and the feature-resolution pseudo-labels of every position say the same."""
+    from coseg_tf import masking
+
+    b, size = 3, 17  # a 17 x 17 crop has a 3 x 3 feature grid (cell k on pixel 8k)
+    source = np.arange(b, dtype=np.float32)[:, None, None]
+    images = np.broadcast_to(source[..., None], (b, size, size, 3)).astype(np.float32)
+    regions = np.zeros((b, size, size, 1), np.float32)
+    regions[1] = 1.0                      # only image 1 is all person
+    pseudo = np.broadcast_to(np.arange(b, dtype=np.int32)[:, None, None] + 10,
+                             (b, 3, 3)).copy()
+    box = np.zeros((b, size, size), np.float32)
+    box[0, 0:9, 0:9] = 1                  # cells (0, 0), (0, 1), (1, 0), (1, 1)
+    box[2, 8:17, 16:17] = 1               # cells (1, 2), (2, 2)
+    partner = augment.cutmix_partner(b)
+    assert partner.numpy().tolist() == [1, 2, 0]
+    pixels = augment.cutmix({"image": images, "human_region": regions}, box, partner)
+    box_f = masking.resize_region(box[..., None], (3, 3))[..., 0]
+    cells = augment.cutmix({"pseudo_labels": pseudo}, box_f, partner)
+    shown = pixels["image"].numpy()[..., 0]           # which image each pixel shows
+    for i in range(b):
+        np.testing.assert_array_equal(shown[i], np.where(box[i] > 0, (i + 1) % b, i))
+        np.testing.assert_array_equal(pixels["human_region"].numpy()[i, ..., 0],
+                                      (shown[i] == 1).astype(np.float32))
+        # the pseudo-label of cell k is that of the image pixel 8k shows
+        np.testing.assert_array_equal(cells["pseudo_labels"].numpy()[i],
+                                      shown[i][::8, ::8].astype(np.int32) + 10)
+    with pytest.raises(ValueError, match="share B, H, W"):
+        augment.cutmix({"image": images}, box[:, :9, :9], partner)

@@ -14,11 +14,14 @@ import pytest
 
 from conftest import REPO
 
-EXPECTED_RATIOS = {
-    "coseg_overhead", "input_pipeline", "compute_efficiency", "crop_scaling",
-    "converter_vs_io", "converter_workers", "serving", "jit_compile", "mixed_bfloat16",
-    "mixed_float16",
-}
+def _expected_ratios():
+    from coseg_tf import objectives
+
+    return {
+        "coseg_overhead", "input_pipeline", "compute_efficiency", "crop_scaling",
+        "converter_vs_io", "converter_workers", "serving", "jit_compile",
+        "mixed_bfloat16", "mixed_float16",
+    } | {f"step_{name}" for name in objectives.METHODS}
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +42,7 @@ def report(tmp_path_factory):
 @pytest.mark.slow
 def test_quick_bench_reports_every_ratio(report):
     names = [row["name"] for row in report["ratios"]]
-    assert sorted(names) == sorted(EXPECTED_RATIOS)
+    assert sorted(names) == sorted(_expected_ratios())
     for row in report["ratios"]:
         assert set(row) >= {"name", "value", "goal", "met", "what"}
         assert isinstance(row["value"], float), row
@@ -68,6 +71,11 @@ def test_quick_bench_details(report):
     assert training["bfloat16_losses_finite"]
     assert training["float16_vs_float32_max_rel_diff"] < 0.01
     assert training["float16_losses_finite"]
+    # every registered method's step beside the supervised step on the same batch
+    methods = report["details"]["methods"]["times"]
+    assert methods["supervised_on_all"]["median"] > 0
+    goals = {row["name"]: row["goal"] for row in report["ratios"]}
+    assert goals["step_fixmatch"] == goals["step_coseg_fixmatch"] == "<= 2.0"
     memory = report["memory"]["cpu"]
     assert memory["peak_rss_mb"] >= memory["rss_after_build_mb"] > 0
     scaling = report["step_scaling"]

@@ -57,7 +57,7 @@ def make_run_dir(model_dir, parts="all4", seed=0):
     kernel, bias = fc8.get_weights()
     fc8.set_weights([kernel * 300.0, bias])
     trainer = trainer_lib.CosegTrainer(network, num_classes=scheme.num_classes,
-                                       method="supervised")
+                                       objective="supervised")
     trainer.compile(optimizer=keras.optimizers.SGD(momentum=0.9))
     trainer.build()
     trainer.optimizer.build(network.trainable_variables)

@@ -41,6 +41,47 @@ def _run(script, args):
                           capture_output=True, text=True, env=ENV, timeout=900)
 
 
+def test_sweep_methods_are_registered_methods_with_training_flags():
+    """Every sweep entry trains a method of the objectives' registry with overrides
+    that are training flags; the image-label mark comes from the registry."""
+    from coseg_tf import objectives, train_lib
+    from tools import sweep
+
+    fields = set(train_lib.TrainConfig.__dataclass_fields__)
+    for name, overrides in sweep.METHODS.items():
+        assert overrides["method"] in objectives.REGISTRY, name
+        assert set(overrides) <= fields, name
+        objective = objectives.get(overrides["method"])
+        assert sweep._reads_image_labels(name) == objective.needs.image_labels
+    for name in ("fixmatch", "unimatch", "coseg_fixmatch", "coseg_unimatch",
+                 "coseg_w1_fixmatch", "coseg_w1_unimatch"):
+        assert name in sweep.METHODS
+    assert sweep._label("gmp") == "gmp (image labels)"
+    assert sweep._label("coseg_w1_fixmatch") == "coseg_w1_fixmatch"
+
+
+def test_sweep_tabulates_the_confident_share_of_the_consistency_methods():
+    from tools import sweep
+
+    names = ["background", "head", "body", "hand", "leg", "other"]
+    evaluation = {"last": {"iou": {n: 0.5 for n in names}, "part_mean_iou": 0.5}}
+    runs = sweep.grid([10], [0, 1], ["supervised", "fixmatch"], ceiling=False)
+    results = {}
+    for name, method, _, seed, _ in runs:
+        history = [{"loss": 1.0}, {"loss": 0.9}]
+        if method == "fixmatch":
+            history = [{"loss": 1.0, "pseudo_confident": 0.1 + seed / 10},
+                       {"loss": 0.9, "pseudo_confident": 0.3 + seed / 10}]
+        results[name] = {"eval": evaluation, "mining": None, "history": history}
+    rows = sweep.aggregate(results, runs, names, ["head", "body", "hand", "leg"])
+    fixmatch = next(r for r in rows if r["method"] == "fixmatch")
+    assert fixmatch["pseudo_confident"][-1][0] == pytest.approx(0.35)
+    assert "pseudo_confident" not in next(r for r in rows if r["method"] == "supervised")
+    table = sweep.markdown_consistency(rows)
+    assert "| fixmatch | 10 | 35.0 ± 5.0 | 15.0 → 35.0 |" in table
+    assert "supervised" not in table.split("|---|")[-1]
+
+
 @pytest.mark.slow
 def test_demo_script_path(tmp_path, recipe):
     data, runs = tmp_path / "data", tmp_path / "runs"

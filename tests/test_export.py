@@ -508,7 +508,7 @@ def test_the_printed_inspect_command_runs_on_a_path_with_spaces(tmp_path):
 
 def _make_run_dir(run_dir, network):
     """A run directory as train_lib.run_training leaves it (model.json, last checkpoint)."""
-    trainer = trainer_lib.CosegTrainer(network, num_classes=NUM_CLASSES, method="supervised")
+    trainer = trainer_lib.CosegTrainer(network, num_classes=NUM_CLASSES, objective="supervised")
     trainer.compile(optimizer=keras.optimizers.SGD(momentum=0.9))
     trainer.build()
     trainer.optimizer.build(network.trainable_variables)

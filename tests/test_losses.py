@@ -2,9 +2,10 @@
 
 Each loss is checked against a value worked out by hand on explicit numbers; the
 discrete steps (target choice, class points, mining) on cases built so that the answer
-is obvious; then gradients, empty cases (no NaN / Inf) and tf.function with unknown
-batch sizes. A plain NumPy loop implementation cross-checks the vectorized coseg loss
-on random inputs.
+is obvious; then gradients. A plain NumPy loop implementation cross-checks the
+vectorized coseg loss on random inputs. The empty cases (no NaN / Inf) and
+tf.function with unknown batch sizes are tested through L_all, on the objective that
+sums it (tests/test_objectives.py).
 """
 
 import math
@@ -194,19 +195,19 @@ def test_coseg_loss_hand_value():
     assert np.flatnonzero(mined[0, 2]).tolist() == [2]
 
 
-def test_compute_losses_total_is_the_weighted_sum():
+def test_coseg_loss_valid_unlabeled_drops_positions_after_mining():
+    # The hand case mines S_1 = {0, 1}, S_2 = {2} in target 1; position 1 marked as not
+    # shown by the logits: S_1 = {0}, the mining itself unchanged.
     case = _hand_case()
-    out = losses.compute_losses(**case, alpha=0.5, beta=0.25)
-    hp = losses.humanparts_loss(logits=case["logits_labeled"], labels=case["labels"],
-                                num_classes=3)
-    hu = losses.human_loss(logits=case["logits_unlabeled"], region=case["region_unlabeled"])
-    co, _ = losses.coseg_loss(**case)
-    assert out["humanparts"].numpy() == pytest.approx(hp.numpy())
-    assert out["human"].numpy() == pytest.approx(hu.numpy())
-    assert out["coseg"].numpy() == pytest.approx(co.numpy())
-    assert out["total"].numpy() == pytest.approx(hp.numpy() + 0.5 * hu.numpy()
-                                                 + 0.25 * co.numpy(), rel=1e-6)
-    assert {"targets", "mined", "num_mined"} <= set(out)
+    valid = np.ones((2, 3, 3), np.float32)
+    valid[1, 0, 1] = 0.0
+    valid[0] = 0.0  # image 0 is not a target: no effect
+    loss, aux = losses.coseg_loss(**case, valid_unlabeled=_f32(valid))
+    assert aux["num_mined"].numpy().tolist() == [[0, 1, 1]]
+    expected = -((1 - math.log(2 + E)) + (2 - math.log(2 + E**2))) / 2
+    assert loss.numpy() == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(ValueError, match="valid_unlabeled"):
+        losses.coseg_loss(**case, valid_unlabeled=_f32(np.ones((2, 4, 4))))
 
 
 # === The discrete steps ===
@@ -435,73 +436,9 @@ def _variant(name):
     return case
 
 
-@pytest.mark.parametrize("name", ["class_absent", "one_pixel_class", "empty_regions",
-                                  "all_ignored", "no_labeled_image", "one_pixel_classes"])
-def test_empty_cases_are_finite(name):
-    case = _variant(name)
-    with tf.GradientTape() as tape:
-        tape.watch([case[k] for k in FLOAT_INPUTS])
-        out = losses.compute_losses(**case)
-    grads = tape.gradient(out["total"], [case[k] for k in FLOAT_INPUTS],
-                          unconnected_gradients=tf.UnconnectedGradients.ZERO)
-    for key in ("humanparts", "human", "coseg", "total"):
-        assert np.isfinite(out[key].numpy()), key
-    for key, g in zip(FLOAT_INPUTS, grads):
-        assert np.all(np.isfinite(tf.convert_to_tensor(g).numpy())), key
-    if name in ("empty_regions", "all_ignored", "no_labeled_image", "one_pixel_classes"):
-        assert out["coseg"].numpy() == 0.0
-    if name == "empty_regions":
-        assert out["human"].numpy() == 0.0
-    if name in ("all_ignored", "no_labeled_image"):
-        assert out["humanparts"].numpy() == 0.0
-        assert out["total"].numpy() == pytest.approx(0.001 * out["human"].numpy())
-    if name in ("class_absent", "one_pixel_class"):
-        # Class 1 alone: S_1 = {0, 1} as in the hand case, |C_i| = 1.
-        expected = -((1 - math.log(2 + E)) + (0 - math.log(E + 2))) / 2
-        assert out["coseg"].numpy() == pytest.approx(expected, rel=1e-6)
-        assert out["num_mined"].numpy().tolist() == [[0, 2, 0]]
-
-
-# === tf.function with unknown batch sizes ===
-def _traced_compute_losses(h, w, c, f):
-    spec = lambda *shape, dtype=tf.float32: tf.TensorSpec(shape, dtype)  # noqa: E731
-
-    @tf.function(input_signature=[spec(None, h, w, c), spec(None, h, w, dtype=tf.int32),
-                                  spec(None, h, w, f), spec(None, h, w, c),
-                                  spec(None, h, w, f), spec(None, h, w)])
-    def fn(logits_f, labels, feats_f, logits_u, feats_u, region):
-        return losses.compute_losses(
-            logits_labeled=logits_f, labels=labels, features_labeled=feats_f,
-            logits_unlabeled=logits_u, features_unlabeled=feats_u, region_unlabeled=region,
-            num_classes=c)
-    return fn
-
-
-def test_tf_function_with_unknown_batch_matches_eager():
-    keys = ("logits_labeled", "labels", "features_labeled", "logits_unlabeled",
-            "features_unlabeled", "region_unlabeled")
-    fn = _traced_compute_losses(4, 5, 4, 3)
-    for seed in (0, 1):
-        case = _random_case(seed)
-        eager = losses.compute_losses(**case)
-        traced = fn(*[case[k] for k in keys])
-        for key in ("humanparts", "human", "coseg", "total"):
-            assert traced[key].numpy() == pytest.approx(eager[key].numpy(), rel=1e-6), key
-        for key in ("targets", "mined", "num_mined"):
-            np.testing.assert_array_equal(traced[key].numpy(), eager[key].numpy())
-    # another batch size reuses the same trace
-    case = _random_case(3, b_f=1, b_u=2)
-    traced = fn(*[case[k] for k in keys])
-    eager = losses.compute_losses(**case)
-    assert traced["total"].numpy() == pytest.approx(eager["total"].numpy(), rel=1e-6)
-    assert fn.experimental_get_tracing_count() == 1
-
-    hand = _traced_compute_losses(3, 3, 3, 2)
-    case = _hand_case()
-    traced = hand(*[case[k] for k in keys])
-    class1 = ((1 - math.log(2 + E)) + (0 - math.log(E + 2))) / 2
-    class2 = 2 - math.log(2 + E**2)
-    assert traced["coseg"].numpy() == pytest.approx(-(class1 + class2) / 2, rel=1e-6)
+# The empty cases through L_all, and L_all in tf.function with an unknown batch size,
+# are tested on the objective that sums it (tests/test_objectives.py); `_variant`
+# builds the cases for both.
 
 
 def test_mining_is_exact_when_features_encode_the_class():

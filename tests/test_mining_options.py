@@ -159,12 +159,14 @@ def _trainer(mining, dropout_rate=0.5):
     import keras
 
     from coseg_tf import model as model_lib
+    from coseg_tf import objectives
     from coseg_tf import trainer as trainer_lib
 
     keras.utils.set_random_seed(0)
     net = model_lib.build_deeplab_largefov(num_classes=3, width_multiplier=0.0625,
                                            dropout_rate=dropout_rate)
-    return trainer_lib.CosegTrainer(net, num_classes=3, method="coseg", mining=mining)
+    return trainer_lib.CosegTrainer(net, num_classes=3,
+                                    objective=objectives.build("coseg", mining=mining))
 
 
 def _batch(seed, size=33, n_f=2, n_u=3):

@@ -48,7 +48,7 @@ def model(tmp_path_factory):
     fc8.set_weights([rng.normal(0.0, 2.0, kernel.shape).astype(np.float32),
                      rng.normal(0.0, 0.5, bias.shape).astype(np.float32)])
     trainer = trainer_lib.CosegTrainer(network, num_classes=SCHEME.num_classes,
-                                       method="supervised")
+                                       objective="supervised")
     trainer.build()
     run = root / "run"
     (run / "checkpoints").mkdir(parents=True)

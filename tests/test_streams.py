@@ -158,9 +158,12 @@ def _every_stream(pattern, ids, steps):
                                                          batch_size=2, cache=True, **kw),
                                  steps),
         "unlabeled": _first(streams.unlabeled_dataset(pattern, batch_size=3, **kw), steps),
-        "train": _first(streams.train_dataset(pattern, method="coseg", scheme="all4",
+        "train": _first(streams.train_dataset(pattern, scheme="all4",
                                               labeled_ids=ids, batch_labeled=2,
                                               batch_unlabeled=3, **kw), steps),
+        "train strong": _first(streams.train_dataset(
+            pattern, scheme="all4", labeled_ids=ids, batch_labeled=2, batch_unlabeled=3,
+            needs=streams.StreamNeeds(strong_views=2), **kw), steps),
     }
 
 
@@ -310,40 +313,66 @@ def test_image_level_labels_of_every_image(split):
         np.testing.assert_array_equal(labels[image_id], _expected_image_labels(a, "head"))
 
 
-@pytest.mark.parametrize("method,image_labels", [("coseg", False), ("gmp", True),
-                                                 ("em_adapt", True)])
-def test_train_dataset_carries_image_labels_only_when_asked(split, method, image_labels):
+@pytest.mark.parametrize("image_labels", [False, True])
+def test_train_dataset_carries_image_labels_only_when_asked(split, image_labels):
     pattern, arrays = split
-    ds = streams.train_dataset(pattern, method=method, scheme="all4",
-                               labeled_ids=sorted(arrays)[:2], batch_labeled=1,
-                               batch_unlabeled=2, crop_size=CROP, image_labels=image_labels)
+    ds = streams.train_dataset(pattern, scheme="all4", labeled_ids=sorted(arrays)[:2],
+                               batch_labeled=1, batch_unlabeled=2, crop_size=CROP,
+                               needs=streams.StreamNeeds(image_labels=image_labels))
     assert ("image_labels" in ds.element_spec["unlabeled"]) == image_labels
     assert "image_labels" not in ds.element_spec["labeled"]
 
 
-@pytest.mark.parametrize("method", ["coseg", "supervised"])
-def test_train_dataset_structure(split, method):
+@pytest.mark.parametrize("unlabeled,strong_views", [(False, 0), (True, 0), (True, 1),
+                                                    (True, 2)])
+def test_train_dataset_structure(split, unlabeled, strong_views):
     pattern, arrays = split
-    ds = streams.train_dataset(pattern, method=method, scheme="all4",
-                               labeled_ids=sorted(arrays)[:2], batch_labeled=1,
-                               batch_unlabeled=5, crop_size=CROP)
+    needs = streams.StreamNeeds(unlabeled=unlabeled, strong_views=strong_views)
+    ds = streams.train_dataset(pattern, scheme="all4", labeled_ids=sorted(arrays)[:2],
+                               batch_labeled=1, batch_unlabeled=5, crop_size=CROP,
+                               needs=needs)
     spec = ds.element_spec
     assert spec["labeled"]["image"].shape == (1, CROP, CROP, 3)
     assert spec["labeled"]["labels"] == tf.TensorSpec([1, CROP, CROP], tf.int32)
-    if method == "supervised":
+    if not unlabeled:
         assert sorted(spec) == ["labeled"]
     else:
         assert sorted(spec) == ["labeled", "unlabeled"]
-        assert sorted(spec["unlabeled"]) == ["human_region", "id", "image"]
+        strong = [k for pair in streams.STRONG_VIEW_KEYS[:strong_views] for k in pair]
+        assert sorted(spec["unlabeled"]) == sorted(["human_region", "id", "image"] + strong)
         assert spec["unlabeled"]["image"].shape == (5, CROP, CROP, 3)
+        for image_key, box_key in streams.STRONG_VIEW_KEYS[:strong_views]:
+            assert spec["unlabeled"][image_key] == tf.TensorSpec([5, CROP, CROP, 3],
+                                                                 tf.float32)
+            assert spec["unlabeled"][box_key] == tf.TensorSpec([5, CROP, CROP], tf.float32)
     step = _first(ds, 1)[0]
     assert step["labeled"]["id"][0].decode() in sorted(arrays)[:2]
+
+
+def test_strong_views_ride_on_the_weak_crop(split):
+    """The strong views leave every other key as it is (their own seeds) and keep the
+    crop's geometry: each strong image is best aligned with the weak one unshifted."""
+    pattern, _ = split
+    kw = dict(batch_size=4, crop_size=CROP, seed=3, diagnostics=True, scheme="all4",
+              min_scale=1.0, max_scale=1.5)
+    plain = _first(streams.unlabeled_dataset(pattern, **kw), 2)
+    strong = _first(streams.unlabeled_dataset(pattern, strong_views=2, **kw), 2)
+    for a, b in zip(plain, strong):
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+        for image_key, box_key in streams.STRONG_VIEW_KEYS:
+            assert b[box_key].shape == (4, CROP, CROP)
+            for i in range(4):
+                assert ph.best_shift(ph.luma(b["image"][i]), ph.luma(b[image_key][i]),
+                                     reach=2) == (0, 0), (image_key, i)
+        # two independent draws
+        assert not np.array_equal(b["strong_image"], b["strong_image_2"])
 
 
 def test_train_dataset_seeds(split):
     pattern, arrays = split
     make = lambda seed: streams.train_dataset(  # noqa: E731
-        pattern, method="coseg", scheme="body", labeled_ids=sorted(arrays)[:3],
+        pattern, scheme="body", labeled_ids=sorted(arrays)[:3],
         batch_labeled=1, batch_unlabeled=3, crop_size=CROP, diagnostics=True, seed=seed)
     a, b, c = _first(make(1), 2), _first(make(1), 2), _first(make(2), 2)
     for x, y in zip(a, b):
@@ -356,13 +385,14 @@ def test_a_stream_started_at_a_position_is_the_rest_of_the_whole_stream(split):
     """Issue 15 case 4: a resumed run reads what it would have read had it never
     stopped. Batch 7 with 5 labeled ids (batch 2) and 8 images (batch 3) starts at
     labeled element 14 (2 whole epochs skipped by number, then 4 records) and unlabeled
-    element 21 (2 epochs, then 5 records); cached or not."""
+    element 21 (2 epochs, then 5 records); cached or not; strong views included."""
     pattern, arrays = split
     ids = sorted(arrays)[1:6]
     steps, start_batch = 3, 7
     for cache in (False, True):
         make = lambda start: streams.train_dataset(  # noqa: E731
-            pattern, method="coseg", scheme="all4", labeled_ids=ids, batch_labeled=2,
+            pattern, needs=streams.StreamNeeds(strong_views=1), scheme="all4",
+            labeled_ids=ids, batch_labeled=2,
             batch_unlabeled=3, crop_size=CROP, seed=5, diagnostics=True,
             cache_labeled=cache, start_batch=start)
         whole = _first(make(0), start_batch + steps)[start_batch:]
@@ -383,8 +413,12 @@ def test_bad_arguments_are_named(split):
     with pytest.raises(ValueError, match="unknown part scheme"):
         streams.eval_dataset(pattern, scheme="arms")
     with pytest.raises(ValueError, match="batch_unlabeled"):
-        streams.train_dataset(pattern, method="coseg", scheme="all4", labeled_ids=ids,
+        streams.train_dataset(pattern, scheme="all4", labeled_ids=ids,
                               batch_labeled=1, batch_unlabeled=0, crop_size=8)
+    with pytest.raises(ValueError, match="strong_views"):
+        streams.StreamNeeds(strong_views=3)
+    with pytest.raises(ValueError, match="unlabeled=True"):
+        streams.StreamNeeds(unlabeled=False, strong_views=1)
 
 
 def test_eval_dataset_whole_images(split):

@@ -39,7 +39,8 @@ def _history(model_dir):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["supervised", "coseg", "gmp", "em_adapt"])
+@pytest.mark.parametrize("method", ["supervised", "coseg", "gmp", "em_adapt",
+                                    "coseg_fixmatch"])
 def test_short_run_lowers_the_loss(tfrecords, tmp_path, method):
     model_dir = str(tmp_path / method)
     proc = _train(SMALL + [f"--train_data={tfrecords['train']}",
@@ -60,8 +61,10 @@ def test_short_run_lowers_the_loss(tfrecords, tmp_path, method):
         assert os.path.exists(os.path.join(model_dir, name)), name
     labeled = open(os.path.join(model_dir, "labeled_ids.txt")).read().split()
     assert len(labeled) == 6
-    if method == "coseg":
+    if method in ("coseg", "coseg_fixmatch"):
         assert "mining_precision" in rows[0] and "coseg" in rows[0]
+    if method == "coseg_fixmatch":  # its strong views came through the pipeline
+        assert "fixmatch" in rows[0] and "pseudo_confident" in rows[0]
     # Image-level labels: recorded (and read) only by the image-label methods.
     tsv = os.path.join(model_dir, "image_labels.tsv")
     if method in ("gmp", "em_adapt"):

@@ -21,21 +21,32 @@ def mirrored_report():
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-METHOD_TERMS = {"supervised": (), "coseg": ("human", "coseg"), "gmp": ("gmp",),
-                "em_adapt": ("em_adapt", "em_pseudo_foreground")}
+def _own_terms(method):
+    """A method's terms and diagnostics beside L_humanparts (its objective's)."""
+    from coseg_tf import objectives
+
+    objective = objectives.build(method)
+    return tuple(t for t in objective.weights() if t != "humanparts") \
+        + tuple(objective.diagnostics)
 
 
-@pytest.mark.parametrize("method", sorted(METHOD_TERMS))
+def _methods():
+    from coseg_tf import objectives
+
+    return list(objectives.METHODS)
+
+
+@pytest.mark.parametrize("method", _methods())
 def test_mirrored_step_equals_single_device_step(mirrored_report, method):
     assert mirrored_report["devices"] == 2
     rep = mirrored_report[method]
     # The step did change the weights, by much more than the tolerance below.
     assert rep["max_weight_change"] > 1e-3
     assert rep["max_weight_diff"] < 1e-5, rep
-    for name in ("loss", "humanparts") + METHOD_TERMS[method]:
+    for name in ("loss", "humanparts") + _own_terms(method):
         assert rep["losses_mirrored"][name] == pytest.approx(
             rep["losses_single"][name], rel=1e-5, abs=1e-6), name
-    for name in METHOD_TERMS[method]:
+    for name in _own_terms(method):
         # each method's own term is tracked and was not zero
         assert rep["losses_mirrored"][name] > 0, name
 
@@ -57,7 +68,7 @@ def test_replicas_skip_a_float16_step_together(mirrored_report):
     assert rep["synced_scale"] == 2.0  # halved from 4
 
 
-def _tiny_trainer(method, num_classes=3, **kw):
+def _tiny_trainer(method, num_classes=3, mining_metrics=False, **kw):
     import keras
 
     from coseg_tf import model as model_lib
@@ -66,8 +77,12 @@ def _tiny_trainer(method, num_classes=3, **kw):
     keras.utils.set_random_seed(0)
     net = model_lib.build_deeplab_largefov(num_classes=num_classes, width_multiplier=0.0625,
                                            dropout_rate=0.0)
-    trainer = trainer_lib.CosegTrainer(net, num_classes=num_classes, method=method,
-                                       class_names=["background", "part", "other"], **kw)
+    from coseg_tf import objectives
+
+    trainer = trainer_lib.CosegTrainer(net, num_classes=num_classes,
+                                       objective=objectives.build(method, **kw),
+                                       class_names=["background", "part", "other"],
+                                       mining_metrics=mining_metrics)
     trainer.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
     return trainer
 

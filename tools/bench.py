@@ -26,6 +26,13 @@ for context only. See docs/PERFORMANCE.md for what each number means and its goa
                       here, so the default step runs without XLA).
   mixed_bfloat16      coseg step under keras.mixed_precision 'mixed_bfloat16' / float32.
   mixed_float16       coseg step under 'mixed_float16' (dynamic loss scaling) / float32.
+  step_<method>       each method of the objectives' registry: its train step / the
+                      supervised step on the same batch (one training pass of the
+                      network over the same B_f + B_u images, L_humanparts + alpha
+                      L_human: the coseg_overhead denominator), the same weights and
+                      pipeline batch (with strong views and image-level labels where
+                      the method reads them). The `supervised` method itself reads the
+                      B_f labeled images only. goal <= 2.0 for fixmatch, coseg_fixmatch
 
 The table starts with the CPU (model, the instruction-set flags that decide TF's CPU
 kernels, native bfloat16 or not, TF_ENABLE_ONEDNN_OPTS) and ends with a note: the XLA and
@@ -40,7 +47,8 @@ with tools/make_tfrecords.py in a temporary directory, removed at the end.
     python tools/bench.py [--output=runs/bench/bench.json] [--quick] [--paper]
         [--width=0.25 --crop=161 --batch_labeled=1 --batch_unlabeled=7 --reps=5]
 
---quick runs tiny sizes once (the smoke test); --paper adds one train step of the
+--sections restricts the run (e.g. --sections=methods for the step_<method> ratios
+alone). --quick runs tiny sizes once (the smoke test); --paper adds one train step of the
 paper's setting (width 1.0, 321^2, 1 + 23) in a subprocess: its time and peak RSS.
 --memory_estimate only prints a step's memory per precision, estimated from the
 activation sizes (`step_memory_estimate`; docs/GPU.md).
@@ -73,9 +81,11 @@ from coseg_tf import export as export_lib  # noqa: E402
 from coseg_tf import losses as losses_lib  # noqa: E402
 from coseg_tf import masking  # noqa: E402
 from coseg_tf import model as model_lib  # noqa: E402
+from coseg_tf import objectives  # noqa: E402
 from coseg_tf import precision  # noqa: E402
 from coseg_tf import trainer as trainer_lib  # noqa: E402
 from coseg_tf.layers import DilatedConv2D  # noqa: E402
+from coseg_tf.objectives import base as objective_base  # noqa: E402
 from pipelines import records, schema, streams  # noqa: E402
 from tools import make_synthetic, make_tfrecords, pascal_part  # noqa: E402
 
@@ -114,6 +124,17 @@ _MEMORY_ESTIMATE = flags.DEFINE_bool(
     "--crop and --batch_labeled + --batch_unlabeled images, per precision, estimated "
     "from the activation sizes (step_memory_estimate), as JSON; e.g. --width=1.0 "
     "--crop=321 --batch_unlabeled=23 for the paper's setting on one GPU.")
+
+# The sections of a bench run (--sections), in the order they run.
+SECTIONS = ("training", "methods", "crop_scaling", "converter", "serving", "profile",
+            "scaling", "memory")
+_SECTIONS = flags.DEFINE_list(
+    "sections", list(SECTIONS),
+    f"Sections to run, among {', '.join(SECTIONS)} (profile also needs "
+    "--profile_steps, scaling --scaling).")
+# The methods whose step ratio has a goal (issue 13: a consistency step within twice
+# the supervised step on the same batch).
+METHOD_RATIO_GOALS = {"fixmatch": "<= 2.0", "coseg_fixmatch": "<= 2.0"}
 
 KB = 1024.0
 MB = 1024.0 * 1024.0
@@ -221,42 +242,48 @@ def _block(structure):
 
 # === Trainers ===
 
-class SupervisedOnAllTrainer(trainer_lib.CosegTrainer):
-    """The denominator of coseg_overhead: a coseg step without the cosegmentation loss.
+class SupervisedOnAll(objective_base.Objective):
+    """The denominator of coseg_overhead and of the step_<method> ratios: the supervised
+    step on the same batch.
 
-    The same single network pass over the 1 + B_u images as `CosegTrainer` (method
-    'coseg'), L_humanparts on the labeled images plus alpha L_human on the unlabeled
-    ones, and the same gradient, weight decay and optimizer update; no target choice,
-    no mining, no L_coseg. (method 'coseg' with beta=0 would still mine.)
-
-    Args:
-      **kwargs: as `CosegTrainer`; method must be 'coseg'.
+    One training pass over the labeled and the unlabeled images (as coseg's), the
+    supervised loss L_humanparts on the labeled ones plus alpha L_human on the
+    unlabeled ones, so that every image's gradient is computed, and the same
+    optimizer update; no target choice, no mining, no L_coseg. (coseg with beta=0 would
+    still mine.) An objective like those of `coseg_tf.objectives`, not registered.
     """
 
-    def compute_losses(self, data, training):
-        labeled, unlabeled = data["labeled"], data["unlabeled"]
-        out_f, out_u = self._forward(labeled, unlabeled, training)
-        logits_f = out_f["logits"]
-        size = tf.shape(logits_f)[1:3]
-        labels_f = losses_lib.downsample_labels(labels=labeled["labels"], size=size)
-        humanparts = losses_lib.humanparts_loss(
-            logits=logits_f, labels=labels_f, num_classes=self.num_classes,
-            ignore_label=self.ignore_label)
-        region_u = masking.resize_region(unlabeled["human_region"], size)[..., 0]
-        human = losses_lib.human_loss(logits=out_u["logits"], region=region_u)
-        return {"loss": humanparts + self.alpha * human, "humanparts": humanparts,
-                "human": human}, None
+    name = "supervised_on_all"
+    summary = "bench: L_humanparts + alpha L_human over one pass of both streams"
+    needs = streams.StreamNeeds(unlabeled=True)
+
+    def weights(self):
+        return {"humanparts": 1.0, "human": losses_lib.DEFAULT_ALPHA}
+
+    def passes(self, training):
+        return {"train": objective_base.Pass((objective_base.LABELED,
+                                              objective_base.WEAK))}
+
+    def compute(self, outputs, data, *, num_classes, ignore_label, training):
+        train = outputs["train"]
+        humanparts, _, size = objective_base.labeled_targets(
+            train[objective_base.LABELED], data, num_classes=num_classes,
+            ignore_label=ignore_label)
+        region = objective_base.feature_region(data["unlabeled"]["human_region"], size)
+        human = losses_lib.human_loss(logits=train[objective_base.WEAK]["logits"],
+                                      region=region)
+        return {"humanparts": humanparts, "human": human}, None
 
 
-def _build_trainer(cls, scheme, width, method="coseg", mixed_precision="off", seed=0):
+def _build_trainer(scheme, width, objective="coseg", mixed_precision="off", seed=0):
     """A compiled trainer as `train_lib.build_trainer` makes it (random init, SGD;
-    float16 with its loss-scale optimizer)."""
+    float16 with its loss-scale optimizer), for an objective or a method name."""
     keras.utils.set_random_seed(seed)
     network = model_lib.build_deeplab_largefov(
         num_classes=scheme.num_classes, width_multiplier=width,
         dtype_policy=precision.policy_name(mixed_precision))
-    trainer = cls(network, num_classes=scheme.num_classes, method=method,
-                  class_names=scheme.class_names)
+    trainer = trainer_lib.CosegTrainer(network, num_classes=scheme.num_classes,
+                                       objective=objective, class_names=scheme.class_names)
     schedule = keras.optimizers.schedules.PolynomialDecay(1e-3, decay_steps=6000,
                                                           end_learning_rate=0.0, power=0.9)
     trainer.compile(optimizer=precision.wrap_optimizer(
@@ -403,6 +430,14 @@ def _dense_conv_case(batch, size, cin, cout):
     return (lambda: _block(step())), 3 * 2.0 * batch * size * size * 9 * cin * cout
 
 
+def _dense_rate(s):
+    """GFLOP/s of the reference dense convolution alone (when the training section,
+    which measures it beside the step, is not run)."""
+    fn, flops = _dense_conv_case(*s.dense_conv)
+    t = _interleaved({"dense_conv": fn}, s.reps)
+    return flops / t["dense_conv"]["median"] / 1e9
+
+
 # === Data ===
 
 def _make_data(tmp, s):
@@ -420,9 +455,9 @@ def _make_data(tmp, s):
 
 
 def _train_ds(pattern, scheme, labeled_ids, s, crop=None, batch_unlabeled=None,
-              method="coseg", batch_labeled=None):
+              needs=streams.StreamNeeds(), batch_labeled=None):
     ds = streams.train_dataset(
-        pattern, method=method, scheme=scheme, labeled_ids=labeled_ids,
+        pattern, needs=needs, scheme=scheme, labeled_ids=labeled_ids,
         batch_labeled=batch_labeled or s.batch_labeled,
         batch_unlabeled=batch_unlabeled or s.batch_unlabeled, crop_size=crop or s.crop,
         cache_labeled=True, seed=0)
@@ -460,14 +495,12 @@ def measure_training(s, scheme, pattern, labeled_ids):
     """coseg_overhead, input_pipeline, compute_efficiency, jit_compile, mixed_bfloat16,
     mixed_float16."""
     data = _first(_train_ds(pattern, scheme, labeled_ids, s))
-    coseg = _build_trainer(trainer_lib.CosegTrainer, scheme, s.width)
+    coseg = _build_trainer(scheme, s.width)
     fit_jit = coseg.jit_compile is True  # what keras' fit uses ("auto" resolved)
-    supervised = _build_trainer(SupervisedOnAllTrainer, scheme, s.width)
-    other_jit = _build_trainer(trainer_lib.CosegTrainer, scheme, s.width)
-    bf16 = _build_trainer(trainer_lib.CosegTrainer, scheme, s.width,
-                          mixed_precision="bfloat16")
-    fp16 = _build_trainer(trainer_lib.CosegTrainer, scheme, s.width,
-                          mixed_precision="float16")
+    supervised = _build_trainer(scheme, s.width, objective=SupervisedOnAll())
+    other_jit = _build_trainer(scheme, s.width)
+    bf16 = _build_trainer(scheme, s.width, mixed_precision="bfloat16")
+    fp16 = _build_trainer(scheme, s.width, mixed_precision="float16")
     dense, dense_flops = _dense_conv_case(*s.dense_conv)
 
     pipeline_ds = _train_ds(pattern, scheme, labeled_ids, s)
@@ -517,11 +550,9 @@ def measure_training(s, scheme, pattern, labeled_ids):
     step = t2["coseg"]["median"]
 
     # Correctness of XLA and bfloat16: losses on the same weights and batch, dropout off.
-    check = _build_trainer(trainer_lib.CosegTrainer, scheme, s.width, seed=1)
-    check_bf16 = _build_trainer(trainer_lib.CosegTrainer, scheme, s.width, seed=1,
-                                mixed_precision="bfloat16")
-    check_fp16 = _build_trainer(trainer_lib.CosegTrainer, scheme, s.width, seed=1,
-                                mixed_precision="float16")
+    check = _build_trainer(scheme, s.width, seed=1)
+    check_bf16 = _build_trainer(scheme, s.width, seed=1, mixed_precision="bfloat16")
+    check_fp16 = _build_trainer(scheme, s.width, seed=1, mixed_precision="float16")
     check_bf16.network.set_weights(check.network.get_weights())
     check_fp16.network.set_weights(check.network.get_weights())
     losses = {}
@@ -567,6 +598,44 @@ def measure_training(s, scheme, pattern, labeled_ids):
     return results, detail, fit_jit
 
 
+def _for_method(data, needs):
+    """The part of a pipeline element a method with `needs` reads (its pipeline would
+    build no more: image-level labels and strong views only where they are read)."""
+    if not needs.unlabeled:
+        return {"labeled": data["labeled"]}
+    keys = ["image", "human_region"]
+    if needs.image_labels:
+        keys.append("image_labels")
+    keys += [k for pair in streams.STRONG_VIEW_KEYS[:needs.strong_views] for k in pair]
+    return {"labeled": data["labeled"],
+            "unlabeled": {k: data["unlabeled"][k] for k in keys}}
+
+
+def measure_methods(s, scheme, pattern, labeled_ids, fit_jit):
+    """step_<method>: each registered method's step / the supervised step on the batch.
+
+    One pipeline batch holding everything any method reads (image-level labels, two
+    strong views); each method gets the part it reads. The same initial weights for
+    every trainer; the steps interleaved (`_interleaved`), each ratio the median over
+    rounds of the ratio within a round.
+    """
+    everything = streams.StreamNeeds(unlabeled=True, image_labels=True,
+                                     strong_views=len(streams.STRONG_VIEW_KEYS))
+    data = _first(_train_ds(pattern, scheme, labeled_ids, s, needs=everything))
+    denominator = SupervisedOnAll()
+    cases = {denominator.name: _step_fn(_build_trainer(scheme, s.width, denominator),
+                                        _for_method(data, denominator.needs), fit_jit)}
+    for name in objectives.METHODS:
+        trainer = _build_trainer(scheme, s.width, objective=name)
+        cases[name] = _step_fn(trainer, _for_method(data, trainer.objective.needs), fit_jit)
+    t = _interleaved(cases, s.reps)
+    ratios = {f"step_{name}": (paired(t, name, denominator.name),
+                               METHOD_RATIO_GOALS.get(name))
+              for name in objectives.METHODS}
+    return ratios, {"times": t, "images_per_step": s.images_per_step,
+                    "denominator": denominator.summary}
+
+
 # Op categories (bench_torch.op_category) that compute a layer's convolution FLOPs.
 CONV_CATEGORIES = ("conv forward", "conv backward", "matmul (fc6 taps)")
 
@@ -583,7 +652,7 @@ def measure_profile(s, scheme, fit_jit, dense_gflop_per_s, steps):
     """
     from tools import bench_torch
 
-    trainer = _build_trainer(trainer_lib.CosegTrainer, scheme, s.width)
+    trainer = _build_trainer(scheme, s.width)
     data = _random_batch(s.batch_labeled, s.batch_unlabeled, s.crop, scheme.num_classes)
     step = _step_fn(trainer, data, fit_jit)
     step()
@@ -638,11 +707,12 @@ def measure_crop_scaling(s, scheme, pattern, labeled_ids, fit_jit):
     n_large = max(1, s.images_per_step // 2)
     n_small = 2 * n_large
     big = 2 * s.crop - 1
-    trainer = _build_trainer(trainer_lib.CosegTrainer, scheme, s.width, method="supervised")
-    small_data = _first(_train_ds(pattern, scheme, labeled_ids, s, method="supervised",
+    trainer = _build_trainer(scheme, s.width, objective="supervised")
+    labeled_only = streams.StreamNeeds(unlabeled=False)
+    small_data = _first(_train_ds(pattern, scheme, labeled_ids, s, needs=labeled_only,
                                   batch_labeled=n_small))
     big_data = _first(_train_ds(pattern, scheme, labeled_ids, s, crop=big,
-                                method="supervised", batch_labeled=n_large))
+                                needs=labeled_only, batch_labeled=n_large))
     t = _interleaved({"small": _step_fn(trainer, small_data, fit_jit),
                       "large": _step_fn(trainer, big_data, fit_jit)}, s.reps)
     per_px_small = t["small"]["median"] / (n_small * s.crop ** 2)
@@ -655,7 +725,7 @@ def measure_crop_scaling(s, scheme, pattern, labeled_ids, fit_jit):
 
 def measure_step_scaling(s, scheme, fit_jit):
     """Coseg step seconds at three B_u (crop fixed) and three crops (B_u fixed)."""
-    trainer = _build_trainer(trainer_lib.CosegTrainer, scheme, s.width)
+    trainer = _build_trainer(scheme, s.width)
     cases = {}
     for bu in s.bu_points:
         data = _random_batch(s.batch_labeled, bu, s.crop, scheme.num_classes)
@@ -774,7 +844,7 @@ def _rss_mb():
 def memory_probe(width, crop, batch_labeled, batch_unlabeled, steps):
     """One JSON line: RSS after building, peak RSS, first and later step seconds."""
     scheme = schema.get_scheme(_PARTS.value)
-    trainer = _build_trainer(trainer_lib.CosegTrainer, scheme, width)
+    trainer = _build_trainer(scheme, width)
     data = _random_batch(batch_labeled, batch_unlabeled, crop, scheme.num_classes)
     fit_jit = trainer.jit_compile is True
     step = _step_fn(trainer, data, fit_jit)
@@ -852,6 +922,14 @@ def format_table(report):
     return "\n".join(lines)
 
 
+def _what(name):
+    """The description of a ratio in the printed table."""
+    if name.startswith("step_"):
+        return (f"{name[len('step_'):]} step / supervised step on the same batch "
+                "(one pass over B_f + B_u)")
+    return _WHAT[name]
+
+
 _WHAT = {
     "coseg_overhead": "coseg step / step with L_humanparts + a L_human only (same pass)",
     "input_pipeline": "tf.data images/s / coseg-step images/s",
@@ -879,40 +957,59 @@ def run_bench(s, paper=False):
               "cpu": cpu_report(),
               "tensorflow": tf.__version__, "keras": keras.__version__}
     ratios, details = {}, {}
+    sections = set(_SECTIONS.value)
+    unknown = sections - set(SECTIONS)
+    if unknown:
+        raise app.UsageError(f"--sections: unknown {sorted(unknown)}; choose among "
+                             f"{', '.join(SECTIONS)}")
     tmp = tempfile.mkdtemp(prefix="coseg_bench_")
     try:
         source, ids, pattern = _make_data(tmp, s)
         labeled_ids = streams.select_labeled_ids(ids, num_labeled=min(10, len(ids)), seed=0)
-        logging.info("bench: training section")
-        r, details["training"], fit_jit = measure_training(s, scheme, pattern, labeled_ids)
-        ratios.update(r)
-        logging.info("bench: crop scaling")
-        r, details["crop_scaling"] = measure_crop_scaling(s, scheme, pattern, labeled_ids,
-                                                          fit_jit)
-        ratios.update(r)
-        logging.info("bench: converter")
-        r, details["converter"] = measure_converter(s, tmp, source, ids)
-        ratios.update(r)
-        logging.info("bench: serving")
-        r, details["serving"] = measure_serving(s, tmp, scheme, fit_jit)
-        ratios.update(r)
-        if _PROFILE_STEPS.value > 0:
+        # What keras' fit uses ("auto" resolved), read from a compiled trainer.
+        fit_jit = _build_trainer(scheme, s.width).jit_compile is True
+        if "training" in sections:
+            logging.info("bench: training section")
+            r, details["training"], fit_jit = measure_training(s, scheme, pattern,
+                                                               labeled_ids)
+            ratios.update(r)
+        if "methods" in sections:
+            logging.info("bench: each method's step")
+            r, details["methods"] = measure_methods(s, scheme, pattern, labeled_ids, fit_jit)
+            ratios.update(r)
+        if "crop_scaling" in sections:
+            logging.info("bench: crop scaling")
+            r, details["crop_scaling"] = measure_crop_scaling(s, scheme, pattern,
+                                                              labeled_ids, fit_jit)
+            ratios.update(r)
+        if "converter" in sections:
+            logging.info("bench: converter")
+            r, details["converter"] = measure_converter(s, tmp, source, ids)
+            ratios.update(r)
+        if "serving" in sections:
+            logging.info("bench: serving")
+            r, details["serving"] = measure_serving(s, tmp, scheme, fit_jit)
+            ratios.update(r)
+        if "profile" in sections and _PROFILE_STEPS.value > 0:
             logging.info("bench: profile")
-            report["profile"] = measure_profile(
-                s, scheme, fit_jit, details["training"]["dense_conv"]["gflop_per_s"],
-                _PROFILE_STEPS.value)
-        if _SCALING.value:
+            dense = (details["training"]["dense_conv"]["gflop_per_s"]
+                     if "training" in details
+                     else _dense_rate(s))
+            report["profile"] = measure_profile(s, scheme, fit_jit, dense,
+                                                _PROFILE_STEPS.value)
+        if "scaling" in sections and _SCALING.value:
             logging.info("bench: step scaling")
             report["step_scaling"] = measure_step_scaling(s, scheme, fit_jit)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    logging.info("bench: memory")
-    memory = {"cpu": _run_probe(s.width, s.crop, s.batch_labeled, s.batch_unlabeled, 2)}
-    if paper:
-        memory["paper"] = _run_probe(1.0, 321, 1, 23, 2)
-    report["memory"] = memory
+    if "memory" in sections:
+        logging.info("bench: memory")
+        memory = {"cpu": _run_probe(s.width, s.crop, s.batch_labeled, s.batch_unlabeled, 2)}
+        if paper:
+            memory["paper"] = _run_probe(1.0, 321, 1, 23, 2)
+        report["memory"] = memory
     report["ratios"] = [{"name": name, "value": value, "goal": goal,
-                         "met": _met(value, goal), "what": _WHAT[name]}
+                         "met": _met(value, goal), "what": _what(name)}
                         for name, (value, goal) in ratios.items()]
     report["details"] = details
     report["load_average_end"] = list(os.getloadavg())
@@ -938,14 +1035,22 @@ def main(argv):
     s = _settings_from_flags()
     report = run_bench(s, paper=_PAPER.value)
     print(format_table(report))
-    t = report["details"]["training"]
-    m = report["memory"]
-    print(f"\ninput pipeline {t['pipeline_images_per_s']:.1f} images/s on "
-          f"{report['cpu_count']} cores, {t['pipeline_images_per_s_one_core']:.1f} on one "
-          f"thread ({s.crop}^2 crops of {s.image_size[0]}x{s.image_size[1]} images)")
-    print(f"coseg step {t['times']['compute_group']['coseg']['median']:.3f} s for {t['images_per_step']} "
-          f"images at {s.crop}^2, width {s.width} (XLA {'on' if t['fit_jit_compile'] else 'off'}"
-          f", as fit); peak RSS {m['cpu']['peak_rss_mb']:.0f} MB")
+    t = report["details"].get("training")
+    m = report.get("memory", {})
+    if t is not None:
+        print(f"\ninput pipeline {t['pipeline_images_per_s']:.1f} images/s on "
+              f"{report['cpu_count']} cores, {t['pipeline_images_per_s_one_core']:.1f} on "
+              f"one thread ({s.crop}^2 crops of {s.image_size[0]}x{s.image_size[1]} "
+              "images)")
+        print(f"coseg step {t['times']['compute_group']['coseg']['median']:.3f} s for "
+              f"{t['images_per_step']} images at {s.crop}^2, width {s.width} (XLA "
+              f"{'on' if t['fit_jit_compile'] else 'off'}, as fit)"
+              + (f"; peak RSS {m['cpu']['peak_rss_mb']:.0f} MB" if "cpu" in m else ""))
+    if "methods" in report["details"]:
+        times = report["details"]["methods"]["times"]
+        print(f"\nstep seconds (median) at {s.crop}^2, {s.batch_labeled} + "
+              f"{s.batch_unlabeled} images, width {s.width}: " + ", ".join(
+                  f"{name} {v['median']:.3f}" for name, v in times.items()))
     if "paper" in m:
         print(f"paper setting (width 1.0, 321^2, 1 + 23): step {m['paper']['step_s']:.1f} s, "
               f"first step {m['paper']['first_step_s']:.1f} s, peak RSS "

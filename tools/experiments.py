@@ -173,14 +173,16 @@ def gradient_scale(model_dir, train_data, *, labeled_ids, batch_labeled, batch_u
     import numpy as np
     import tensorflow as tf
 
+    from coseg_tf import objectives
     from coseg_tf import run_dir
     from coseg_tf import trainer as trainer_lib
     from pipelines import streams
 
     network, info = run_dir.load_network(model_dir, "last")
+    objective = objectives.build("coseg", alpha=1.0, beta=1.0)
     trainer = trainer_lib.CosegTrainer(network, num_classes=info["num_classes"],
-                                       method="coseg", alpha=1.0, beta=1.0)
-    ds = streams.train_dataset(train_data, method="coseg", scheme=info["parts"],
+                                       objective=objective)
+    ds = streams.train_dataset(train_data, needs=objective.needs, scheme=info["parts"],
                                labeled_ids=labeled_ids, batch_labeled=batch_labeled,
                                batch_unlabeled=batch_unlabeled, crop_size=crop_size,
                                min_scale=min_scale, max_scale=max_scale, seed=seed)

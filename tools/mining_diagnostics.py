@@ -123,14 +123,14 @@ def main(argv):
     del argv
     import tensorflow as tf
 
-    from coseg_tf import losses, run_dir
+    from coseg_tf import losses, objectives, run_dir
     from pipelines import streams
 
     network, info = run_dir.load_network(FLAGS.model_dir, "last")
     ids_file = FLAGS.labeled_ids_file or os.path.join(FLAGS.model_dir, "labeled_ids.txt")
     labeled_ids = open(ids_file).read().split()
     ds = streams.train_dataset(
-        FLAGS.train_data, method="coseg", scheme=info["parts"], labeled_ids=labeled_ids,
+        FLAGS.train_data, needs=objectives.get("coseg").needs, scheme=info["parts"], labeled_ids=labeled_ids,
         batch_labeled=FLAGS.batch_labeled, batch_unlabeled=FLAGS.batch_unlabeled,
         crop_size=FLAGS.crop_size, min_scale=0.75, max_scale=1.25, diagnostics=True,
         seed=FLAGS.seed)

@@ -33,7 +33,12 @@ ablations `coseg_beta0` (L_human only) and `coseg_alpha0` (L_coseg only); `coseg
 α = β = 1 (L_coseg's gradient on L_humanparts' scale, docs/RESULTS.md), its ablations
 and its mining options (`coseg_w1_inference`, `_prototype`, `_cosine`, `_agreement`,
 `_targets2`: `losses.MiningOptions`); `gmp` and `em_adapt`, Table 2's baselines that
-read the unlabeled images' image-level labels (marked so in the table).
+read the unlabeled images' image-level labels (marked so in the table); weak-to-strong
+consistency, `fixmatch` and `unimatch` (UniMatch's, threshold 0.95, lambda_u = 1), and
+coseg on top of them, `coseg_fixmatch` / `coseg_unimatch` (the paper's alpha = beta =
+0.001) and `coseg_w1_fixmatch` / `coseg_w1_unimatch` (alpha = beta = 1). Each entry's
+"method" is a method of the objectives' registry (`coseg_tf.objectives`), which says
+what it reads.
 """
 
 from __future__ import annotations
@@ -82,6 +87,16 @@ METHODS = {
     # Table 2's baselines that read the unlabeled images' image-level labels
     "gmp": {"method": "gmp"},
     "em_adapt": {"method": "em_adapt"},
+    # Weak-to-strong consistency (UniMatch's FixMatch and UniMatch: threshold 0.95,
+    # lambda_u = 1), and coseg on top of it: does L_coseg add anything to consistency?
+    # With the paper's weights (alpha = beta = 0.001) coseg's terms get ~1/1000 of the
+    # gradient, so the question is asked at alpha = beta = 1 too.
+    "fixmatch": {"method": "fixmatch"},
+    "unimatch": {"method": "unimatch"},
+    "coseg_fixmatch": {"method": "coseg_fixmatch"},
+    "coseg_unimatch": {"method": "coseg_unimatch"},
+    "coseg_w1_fixmatch": {"method": "coseg_fixmatch", "alpha": 1.0, "beta": 1.0},
+    "coseg_w1_unimatch": {"method": "coseg_unimatch", "alpha": 1.0, "beta": 1.0},
 }
 
 
@@ -224,7 +239,7 @@ def aggregate(results, runs, class_names, parts):
             continue
         key = (method, n)
         entry = table.setdefault(key, {"seeds": [], "final": [], "lastk": [], "mining": [],
-                                       "mining_curve": []})
+                                       "mining_curve": [], "confident": []})
         evals = results[name]["eval"]
         entry["seeds"].append(seed)
         entry["final"].append(evals["last"])
@@ -233,6 +248,10 @@ def aggregate(results, runs, class_names, parts):
             "iou": {c: _mean_std([o["iou"].get(c) for o in others])[0] for c in class_names},
             "part_mean_iou": _mean_std([o["part_mean_iou"] for o in others])[0],
         } if others else evals["last"])
+        history = results[name].get("history") or []
+        if history and history[-1].get("pseudo_confident") is not None:
+            # the consistency methods: how much of the region their pseudo-labels cover
+            entry["confident"].append([r.get("pseudo_confident") for r in history])
         if results[name]["mining"]:
             entry["mining"].append(results[name]["mining"])
             entry["mining_curve"].append(
@@ -255,15 +274,21 @@ def aggregate(results, runs, class_names, parts):
                 {"precision": _mean_std([c[i][0] for c in entry["mining_curve"]]),
                  "chance": _mean_std([c[i][1] for c in entry["mining_curve"]])}
                 for i in range(length)]
+        if entry["confident"]:
+            length = min(len(c) for c in entry["confident"])
+            row["pseudo_confident"] = [_mean_std([c[i] for c in entry["confident"]])
+                                       for i in range(length)]
         rows.append(row)
     return rows
 
 
 def _reads_image_labels(name):
-    """Whether the sweep method `name` trains a method that reads image-level labels."""
-    from coseg_tf import trainer as trainer_lib
+    """Whether the sweep method `name` trains a method that reads image-level labels
+    (its objective's needs, `coseg_tf.objectives`)."""
+    from coseg_tf import objectives
 
-    return METHODS.get(name, {}).get("method") in trainer_lib.IMAGE_LABEL_METHODS
+    method = METHODS.get(name, {}).get("method")
+    return method in objectives.REGISTRY and objectives.get(method).needs.image_labels
 
 
 def _cell(ms):
@@ -341,6 +366,26 @@ def markdown_mining(rows):
         lines.append(f"| {r['method']} | {r['num_labeled']} | "
                      f"{_cell(m['mining_precision'])} | {_cell(m['mining_chance'])} | "
                      f"{per} | {' → '.join(ratios)} |")
+    return "\n".join(lines)
+
+
+def markdown_consistency(rows):
+    """The consistency methods' confident pseudo-labels: last interval and over training."""
+    rows = [r for r in _ordered(rows) if r.get("pseudo_confident")]
+    if not rows:
+        return ""
+    lines = ["Share of the weak view's human region whose pseudo-label passes the "
+             "confidence threshold (the teacher's probability, 0.95 by default), over the "
+             "last checkpoint interval, mean ± std over seeds, and at the first, middle "
+             "and last interval. Near 0, the consistency term is near 0 and the method "
+             "trains as its labeled part alone:", "",
+             "| Method | n_f | confident | over training |", "|---|---:|---:|---|"]
+    for r in rows:
+        curve = r["pseudo_confident"]
+        points = [curve[i][0] for i in sorted({0, len(curve) // 2, len(curve) - 1})]
+        lines.append(f"| {r['method']} | {r['num_labeled']} | {_cell(curve[-1])} | "
+                     + " → ".join("-" if p is None else f"{100 * p:.1f}" for p in points)
+                     + " |")
     return "\n".join(lines)
 
 
@@ -524,6 +569,9 @@ def main(argv):
         mining = markdown_mining(rows_by_part[parts])
         if mining:
             text += [f"### Mining, `{parts}`\n", mining, ""]
+        consistency = markdown_consistency(rows_by_part[parts])
+        if consistency:
+            text += [f"### Pseudo-labels, `{parts}`\n", consistency, ""]
     if scale:
         text += ["### The weights of the unlabeled terms\n",
                  f"On the warm-up `{scale['run']}` ({scale['batches']} training batches), "
