@@ -557,6 +557,9 @@ def _run_training(config: TrainConfig):
     history = trainer.fit(
         train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch,
         initial_epoch=initial_epoch,
+        # The streams shuffle themselves (seeded, resumable); Keras' own shuffle does
+        # not apply to a tf.data.Dataset and only warns.
+        shuffle=False,
         validation_data=val_ds, validation_steps=config.val_steps if val_ds else None,
         callbacks=callbacks, verbose=config.verbose)
     if chief:
