@@ -1,10 +1,5 @@
-"""Exports a trained part segmenter as a SavedModel version for TF Serving.
-
-    python export.py --model_dir=runs/coseg --export_dir=exports/coseg [--checkpoint=best]
-
-Writes EXPORT_DIR/<version>/ (the next free version unless --version; an existing one
-only with --overwrite) and ends with the commands that inspect and serve it. Signatures
-and layout: coseg_tf/export.py; flags: flags/export.py.
+"""The export program: `python export.py --help` (its usage text is `flags/export.py`'s USAGE;
+the program is `coseg_tf.cli.export`, also the `coseg-export` console script).
 """
 
 from coseg_tf import cli

@@ -7,6 +7,9 @@ defined in one process), parses them with `flags.flagfiles.parse` (recipes given
 --flagfile are read as UTF-8 with or without a BOM), turns them into the plain config
 of its library once, and runs it. TensorFlow is imported after the flags are parsed.
 
+`--help` (or `-h`, `--helpshort`) prints the program's description and its own flags
+and exits 0; `--helpfull` adds absl's and TensorFlow's.
+
 Exit codes: 0 done; 2 a refused flag, input or record (`errors.ConfigError`); train
 also 3 for a NaN loss.
 """
@@ -21,6 +24,23 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags  # noqa: E402
 
 from flags import flagfiles  # noqa: E402
+
+
+_HELP = ("--help", "-h", "-?", "--helpshort")
+
+
+def _run(main, flags_module, name):
+    """app.run(main) with flagfiles.parse; `--help` shows `flags_module`'s USAGE and flags.
+
+    absl's own --help lists the key flags of the `__main__` module, which are none here
+    (the flags live in flags/), and under a console script not even its description.
+    """
+    if any(a in _HELP for a in sys.argv[1:]):
+        print(flags_module.USAGE.strip() + "\n")
+        print(flags.FLAGS.module_help(flags_module).strip())
+        print(f"\nAll flags, absl's and TensorFlow's included: {name} --helpfull")
+        sys.exit(0)
+    app.run(main, flags_parser=flagfiles.parse)
 
 
 def _no_arguments(argv):
@@ -96,7 +116,7 @@ def train():
     from flags import train as train_flags
 
     train_flags.define_train_flags()
-    app.run(_train_main, flags_parser=flagfiles.parse)
+    _run(_train_main, train_flags, "train.py")
 
 
 def evaluate():
@@ -104,7 +124,7 @@ def evaluate():
     from flags import eval as eval_flags
 
     eval_flags.define_eval_flags()
-    app.run(_eval_main, flags_parser=flagfiles.parse)
+    _run(_eval_main, eval_flags, "eval.py")
 
 
 def export():
@@ -112,7 +132,7 @@ def export():
     from flags import export as export_flags
 
     export_flags.define_export_flags()
-    app.run(_export_main, flags_parser=flagfiles.parse)
+    _run(_export_main, export_flags, "export.py")
 
 
 def predict():
@@ -120,4 +140,4 @@ def predict():
     from flags import predict as predict_flags
 
     predict_flags.define_predict_flags()
-    app.run(_predict_main, flags_parser=flagfiles.parse)
+    _run(_predict_main, predict_flags, "predict.py")

@@ -15,6 +15,20 @@ from __future__ import annotations
 from absl import flags
 
 
+# What `eval.py --help` prints above the flags (coseg_tf/cli.py), for the root script
+# and the `coseg-eval` console script alike.
+USAGE = r"""Evaluates a trained part segmenter: IoU per class in the layout of the paper's tables.
+
+    python eval.py --model_dir=runs/coseg --eval_data=DIR/val-*.tfrecord
+    python eval.py --model_dir=runs/coseg --checkpoint=best --eval_data=... --overlays=8
+    python eval.py --saved_model=exports/coseg --eval_data=... --flip --scales=0.75,1,1.25
+
+Flags are defined in flags/eval.py. Writes MODEL_DIR/eval_<split>/metrics.json (or
+--output_dir) and prints the paper's row (Table 1 for head|body|hand|leg, Table 2 for
+all4) on stdout; the progress bar goes to stderr.
+"""
+
+
 def _parse_scales(values):
     """Floats of a --scales list; ValueError naming the bad item."""
     scales = []

@@ -14,6 +14,18 @@ from absl import flags
 from coseg_tf import export as export_lib
 
 
+# What `export.py --help` prints above the flags (coseg_tf/cli.py), for the root script
+# and the `coseg-export` console script alike.
+USAGE = r"""Exports a trained part segmenter as a SavedModel version for TF Serving.
+
+    python export.py --model_dir=runs/coseg --export_dir=exports/coseg [--checkpoint=best]
+
+Writes EXPORT_DIR/<version>/ (the next free version unless --version; an existing one
+only with --overwrite) and ends with the commands that inspect and serve it. Signatures
+and layout: coseg_tf/export.py; flags: flags/export.py.
+"""
+
+
 def define_export_flags():
     # === The trained model: a run directory of train.py ===
     flags.DEFINE_string("model_dir", None, "Run directory written by train.py "

@@ -14,6 +14,22 @@ from absl import flags
 from coseg_tf import predict as predict_lib
 
 
+# What `predict.py --help` prints above the flags (coseg_tf/cli.py), for the root script
+# and the `coseg-predict` console script alike.
+USAGE = r"""Part label maps of new photos, from a training run or an export.
+
+    python predict.py --model_dir=runs/coseg --images=photos/ --whole_image \
+        --output_dir=parts/
+    python predict.py --saved_model=exports/coseg --images='photos/*.jpg' \
+        --coco_file=detections.json --min_score=0.5 --output_dir=parts/
+
+Writes OUTPUT_DIR/ID.png (palette PNG, pixel value = class id), ID_overlay.jpg,
+legend.json (class names and colours) and summary.json; bad files are named and
+skipped. Flags: flags/predict.py; what it does: coseg_tf/predict.py. Exit code 2 for a
+refused flag or input.
+"""
+
+
 def define_predict_flags():
     defaults = predict_lib.PredictConfig
     # === The model: a training run (checkpoint) or an export (SavedModel) ===

@@ -19,6 +19,20 @@ from coseg_tf import precision
 from coseg_tf import run_dir, train_lib
 
 
+# What `train.py --help` prints above the flags (coseg_tf/cli.py), for the root script
+# and the `coseg-train` console script alike.
+USAGE = r"""Trains a part segmenter with one of the methods of coseg_tf/objectives (--method).
+
+    python train.py --flagfile=recipes/cpu_small.flags --train_data=DIR/train-*.tfrecord \
+        --model_dir=runs/coseg --method=coseg
+
+Flags are defined in flags/train.py; recipes (the paper's setting, a small CPU
+setting) in recipes/. A restarted run with the same --model_dir resumes where it was,
+as if it had never stopped; a flag that changes the experiment is refused (README,
+"Resuming"). Exit codes: 2 a refused flag, input or record, 3 a NaN loss.
+"""
+
+
 def define_data_flags():
     # === Data ===
     flags.DEFINE_string("train_data", None,
