@@ -16,7 +16,10 @@ its EXIF orientation; boxes refer to the upright image).
 
 from __future__ import annotations
 
-from tools.source_images import (BAD_INPUT, DEFAULT_MAX_PIXELS, NO_PERSON, BadInputError,
+import functools
+
+from tools import source_images
+from tools.source_images import (DEFAULT_MAX_PIXELS, NO_PERSON, BadInputError,
                                  Converted, Skipped, _printable, check_size, file_boxes,
                                  find_image, read_jpeg)
 
@@ -62,10 +65,5 @@ def read_example(image_id: str, *, images_dir: str, voc_annotations_dir: str | N
                      image_path=image_path, orientation=orientation)
 
 
-def convert_one(image_id: str, **kwargs):
-    """`read_example`, with bad input returned as `Skipped(kind=BAD_INPUT)` (the worker
-    function: it never raises for bad input)."""
-    try:
-        return read_example(image_id, **kwargs)
-    except BadInputError as e:
-        return Skipped(image_id, BAD_INPUT, str(e))
+# `read_example` with bad input returned as `Skipped(kind=BAD_INPUT)`: the worker function.
+convert_one = functools.partial(source_images.convert_or_skip, read_example)

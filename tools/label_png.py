@@ -29,6 +29,8 @@ What one image becomes:
 
 from __future__ import annotations
 
+import functools
+
 import os
 
 import numpy as np
@@ -36,7 +38,8 @@ import scipy.ndimage
 from PIL import Image
 
 from pipelines import schema
-from tools.source_images import (BAD_INPUT, DEFAULT_MAX_PIXELS, NO_PERSON, BadInputError,
+from tools import source_images
+from tools.source_images import (DEFAULT_MAX_PIXELS, NO_PERSON, BadInputError,
                                  Converted, Skipped, _printable, check_size, file_boxes,
                                  find_image, mask_box, read_jpeg, size_mismatch)
 
@@ -151,10 +154,5 @@ def read_example(image_id: str, *, labels_dir: str, images_dir: str,
                      image_path=image_path, orientation=orientation)
 
 
-def convert_one(image_id: str, **kwargs):
-    """`read_example`, with bad input returned as `Skipped(kind=BAD_INPUT)` (the worker
-    function: it never raises for bad input)."""
-    try:
-        return read_example(image_id, **kwargs)
-    except BadInputError as e:
-        return Skipped(image_id, BAD_INPUT, str(e))
+# `read_example` with bad input returned as `Skipped(kind=BAD_INPUT)`: the worker function.
+convert_one = functools.partial(source_images.convert_or_skip, read_example)

@@ -52,6 +52,7 @@ Two cases are refused although the files may be fine:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 
 import numpy as np
@@ -59,6 +60,7 @@ import scipy.io
 
 from pipelines import schema
 from pipelines.boxes import voc_person_boxes
+from tools import source_images
 from tools.source_images import (  # re-exported: the converter and tests use these names
     BAD_INPUT, DEFAULT_MAX_PIXELS, EXIF_ORIENTATION, NO_PERSON, ORIENTATIONS,
     BadInputError, Converted, Skipped, _printable, check_size, mask_box, orientation_of,
@@ -259,16 +261,5 @@ def read_example(image_id: str, *, pascal_part_dir: str, images_dir: str,
                      orientation=orientation)
 
 
-def convert_one(image_id: str, *, pascal_part_dir: str, images_dir: str,
-                voc_annotations_dir: str | None = None,
-                max_pixels: int = DEFAULT_MAX_PIXELS):
-    """`read_example`, with bad input returned as `Skipped(kind=BAD_INPUT)`.
-
-    The converter's worker function: it never raises for bad input, so an ordered
-    `Pool.imap` over ids keeps going and the parent decides (skip or fail).
-    """
-    try:
-        return read_example(image_id, pascal_part_dir=pascal_part_dir, images_dir=images_dir,
-                            voc_annotations_dir=voc_annotations_dir, max_pixels=max_pixels)
-    except BadInputError as e:
-        return Skipped(image_id, BAD_INPUT, str(e))
+# `read_example` with bad input returned as `Skipped(kind=BAD_INPUT)`: the worker function.
+convert_one = functools.partial(source_images.convert_or_skip, read_example)

@@ -98,6 +98,20 @@ class Skipped:
 
 # === Boxes ===
 
+def convert_or_skip(read_example, image_id: str, **kwargs):
+    """`read_example(image_id, **kwargs)`, with bad input returned as
+    `Skipped(kind=BAD_INPUT)`.
+
+    Each source's worker function (`functools.partial(convert_or_skip, read_example)`,
+    picklable for the converter's process pool): it never raises for bad input, so an
+    ordered `Pool.imap` over ids keeps going and the parent decides (skip or fail).
+    """
+    try:
+        return read_example(image_id, **kwargs)
+    except BadInputError as e:
+        return Skipped(image_id, BAD_INPUT, str(e))
+
+
 def mask_box(mask: np.ndarray) -> np.ndarray:
     """float32 (4,) tight normalized box (ymin, xmin, ymax, xmax) of a non-empty mask.
 

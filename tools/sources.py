@@ -73,23 +73,23 @@ class Source:
 
 # === Argument checks ===
 
-def check_dir(flag: str, path) -> str:
-    """The absolute path of an existing directory; ArgumentError naming the flag."""
+def _check_path(flag: str, path, exists, what: str) -> str:
+    """The absolute path if `exists(path)`; ArgumentError naming the flag otherwise."""
     if not path:
         raise ArgumentError(f"--{flag}: required")
     path = os.fspath(path)
-    if not os.path.isdir(path):
-        raise ArgumentError(f"--{flag}: {path} is not a directory")
+    if not exists(path):
+        raise ArgumentError(f"--{flag}: {path} is not a {what}")
     return os.path.abspath(path)
+
+
+def check_dir(flag: str, path) -> str:
+    """The absolute path of an existing directory; ArgumentError naming the flag."""
+    return _check_path(flag, path, os.path.isdir, "directory")
 
 
 def _check_file(flag: str, path) -> str:
-    if not path:
-        raise ArgumentError(f"--{flag}: required")
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise ArgumentError(f"--{flag}: {path} is not a file")
-    return os.path.abspath(path)
+    return _check_path(flag, path, os.path.isfile, "file")
 
 
 def read_split_list(path: str) -> list:
