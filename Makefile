@@ -10,6 +10,10 @@ STAMP  := $(VENV)/.installed
 EXTRA  ?= cpu
 DATA   ?= data/synthetic
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist), each file's tests in one of them (their module
+# fixtures are built once); 2 = CI's cores. TEST_WORKERS=0 runs in this process.
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist=loadfile
 
 .PHONY: venv test test-fast demo data clean
 
@@ -23,10 +27,10 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(PYTEST) -m "not slow" $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(PY) tools/demo.py --data_dir=$(DATA)

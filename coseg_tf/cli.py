@@ -1,4 +1,4 @@
-"""The command-line programs: train, eval, export and predict.
+"""The command-line programs: train, eval, export, predict; `run_program` for the tools.
 
 The root scripts (`python train.py ...`) and the console scripts of an installed
 package (`coseg-train ...`, setup.cfg) run the same function here. Each defines its own
@@ -10,8 +10,9 @@ of its library once, and runs it. TensorFlow is imported after the flags are par
 `--help` (or `-h`, `--helpshort`) prints the program's description and its own flags
 and exits 0; `--helpfull` adds absl's and TensorFlow's.
 
-Exit codes: 0 done; 2 a refused flag, input or record (`errors.ConfigError`); train
-also 3 for a NaN loss.
+Exit codes: 0 done; 1 a flag absl cannot parse (an unknown flag, a value outside an
+enum's choices, a malformed number: absl's "FATAL Flags parsing error"); 2 a refused
+flag, input or record (`errors.ConfigError`); train also 3 for a NaN loss.
 """
 
 from __future__ import annotations
@@ -29,14 +30,22 @@ from flags import flagfiles  # noqa: E402
 _HELP = ("--help", "-h", "-?", "--helpshort")
 
 
-def _run(main, flags_module, name):
-    """app.run(main) with flagfiles.parse; `--help` shows `flags_module`'s USAGE and flags.
+def run_program(main, flags_module, name, description=None):
+    """app.run(main) with flagfiles.parse; `--help` prints a description and the flags
+    `flags_module` defined, to stdout, and exits 0.
 
-    absl's own --help lists the key flags of the `__main__` module, which are none here
-    (the flags live in flags/), and under a console script not even its description.
+    Args:
+      main: absl main, `main(argv) -> exit code or None`.
+      flags_module: the module object whose flags `--help` lists.
+      name: the program's name in the pointer to `--helpfull`.
+      description: the text above the flags; default `flags_module.USAGE`.
+
+    absl's own --help lists the key flags of the `__main__` module only (none when the
+    flags live in flags/, or when a console script is `__main__`) and exits 1.
     """
     if any(a in _HELP for a in sys.argv[1:]):
-        print(flags_module.USAGE.strip() + "\n")
+        text = description if description is not None else flags_module.USAGE
+        print(text.strip() + "\n")
         print(flags.FLAGS.module_help(flags_module).strip())
         print(f"\nAll flags, absl's and TensorFlow's included: {name} --helpfull")
         sys.exit(0)
@@ -116,7 +125,7 @@ def train():
     from flags import train as train_flags
 
     train_flags.define_train_flags()
-    _run(_train_main, train_flags, "train.py")
+    run_program(_train_main, train_flags, "train.py")
 
 
 def evaluate():
@@ -124,7 +133,7 @@ def evaluate():
     from flags import eval as eval_flags
 
     eval_flags.define_eval_flags()
-    _run(_eval_main, eval_flags, "eval.py")
+    run_program(_eval_main, eval_flags, "eval.py")
 
 
 def export():
@@ -132,7 +141,7 @@ def export():
     from flags import export as export_flags
 
     export_flags.define_export_flags()
-    _run(_export_main, export_flags, "export.py")
+    run_program(_export_main, export_flags, "export.py")
 
 
 def predict():
@@ -140,4 +149,4 @@ def predict():
     from flags import predict as predict_flags
 
     predict_flags.define_predict_flags()
-    _run(_predict_main, predict_flags, "predict.py")
+    run_program(_predict_main, predict_flags, "predict.py")

@@ -20,6 +20,7 @@ import os
 from typing import Optional
 
 import keras
+from absl import logging
 import numpy as np
 import tensorflow as tf
 
@@ -441,8 +442,10 @@ def _run_training(config: TrainConfig):
     # Everything is checked before anything is written: the flags against the recorded
     # ones (a restart may change only run_dir.RESUME_MAY_CHANGE), the labeled ids and
     # image-level labels against the recorded ones, the backup, the replica count.
+    # What the method reads of the streams (its objective says).
+    needs = objectives.get(config.method).needs
     once = {}
-    if objectives.get(config.method).needs.image_labels:
+    if needs.image_labels:
         once[run_dir.IMAGE_LABELS_FILE] = image_labels_text(
             config.unlabeled_data or config.train_data, scheme)
     start = run_dir.check_start(model_dir, config, labeled_ids=labeled_ids,
@@ -462,9 +465,12 @@ def _run_training(config: TrainConfig):
     position = initial_step
     if state is not None and state.data_position is not None:
         position = state.data_position
-
-    # What the method reads of the streams (its objective says).
-    needs = objectives.get(config.method).needs
+    if initial_epoch >= epochs:
+        logging.info("%s: finished already (%d of %d steps): nothing to train", model_dir,
+                     initial_step, config.steps)
+    elif initial_epoch > 0:
+        logging.info("%s: resuming at step %d of %d from its backup", model_dir,
+                     initial_step, config.steps)
 
     def make_train_ds(batch_labeled, batch_unlabeled, seed, start_batch):
         ds = streams.train_dataset(

@@ -29,7 +29,8 @@ USAGE = r"""Trains a part segmenter with one of the methods of coseg_tf/objectiv
 Flags are defined in flags/train.py; recipes (the paper's setting, a small CPU
 setting) in recipes/. A restarted run with the same --model_dir resumes where it was,
 as if it had never stopped; a flag that changes the experiment is refused (README,
-"Resuming"). Exit codes: 2 a refused flag, input or record, 3 a NaN loss.
+"Resuming"). Exit codes: 1 a flag absl cannot parse, 2 a refused flag, input or
+record, 3 a NaN loss.
 """
 
 

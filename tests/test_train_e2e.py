@@ -119,6 +119,7 @@ def test_killed_run_resumes_at_the_step_it_reached(tfrecords, tmp_path):
     out = done.stdout + done.stderr
     # Keras counts epochs from 1: the restarted run starts after the backed-up ones.
     assert f"Epoch {reached + 1}/8" in out and "Epoch 1/8" not in out, out[-3000:]
+    assert f"resuming at step {reached * 5} of 40" in out, out[-3000:]
     assert open(os.path.join(model_dir, "DONE")).read().split() == ["steps", "40"]
     from coseg_tf import train_lib
     train_lib.load_network(model_dir, "last")

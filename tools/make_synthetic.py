@@ -1464,10 +1464,13 @@ def main(argv):
 
 def run():
     """Console entry point (coseg-make-synthetic)."""
-    from absl import app
+    import sys
+
+    from coseg_tf import cli
 
     define_flags()
-    app.run(main)
+    cli.run_program(main, sys.modules[__name__], "coseg-make-synthetic",
+                    description=__doc__)
 
 
 if __name__ == "__main__":

@@ -583,9 +583,12 @@ def main(argv) -> int:
 
 def run() -> None:
     """Console entry point (coseg-make-tfrecords)."""
+    from coseg_tf import cli
+
     if "pascal_part_dir" not in flags.FLAGS:
         define_flags()
-    app.run(main)
+    cli.run_program(main, sys.modules[__name__], "coseg-make-tfrecords",
+                    description=__doc__)
 
 
 if __name__ == "__main__":
