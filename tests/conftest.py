@@ -12,7 +12,7 @@ SHARED = REPO.parent / "shared"
 FIXTURES = SHARED / "fixtures" / "pascal_part"
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def pascal_part_dir():
     """The real Pascal-Part samples of ../shared/fixtures, or a skip saying why."""
     if not FIXTURES.is_dir():
