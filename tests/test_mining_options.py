@@ -287,3 +287,31 @@ def test_mining_precision_of_the_diagnostics_tool(target_feature_at_0, expected)
     assert out["precision"] == expected
     assert out["chance"] == pytest.approx(0.5)     # 2 of the 4 region cells are class 1
     assert out["per_class"] == {1: expected, 2: None}
+
+
+def test_pseudo_label_quality_of_the_diagnostics_tool():
+    from tools import mining_diagnostics
+
+    # 2 x 2 feature grid over a 9 x 9 image, the whole image the region. Per cell, the
+    # teacher's probabilities and pseudo-label, and the hidden class:
+    #   cell (0, 0): logits (0, ln 9, 0)  -> p = 9/11 ~ 0.818, label 1; hidden 1 (right)
+    #   cell (0, 1): logits (0, 0, 0)     -> p = 1/3,          label 0; hidden 2 (wrong)
+    #   cell (1, 0): logits (0, 0, ln 99) -> p = 99/101 ~ 0.98, label 2; hidden 2 (right)
+    #   cell (1, 1): logits (ln 3, 0, 0)  -> p = 3/5,          label 0; hidden ignore
+    logits = np.zeros((1, 2, 2, 3), np.float32)
+    logits[0, 0, 0, 1] = math.log(9)
+    logits[0, 1, 0, 2] = math.log(99)
+    logits[0, 1, 1, 0] = math.log(3)
+    hidden = np.zeros((1, 9, 9), np.int32)
+    hidden[0, 0, 0], hidden[0, 0, 8], hidden[0, 8, 0], hidden[0, 8, 8] = 1, 2, 2, 255
+    batch = {"unlabeled": {"image": _f32(np.zeros((1, 9, 9, 3))),
+                           "human_region": _f32(np.ones((1, 9, 9, 1))),
+                           "diagnostic_labels": _i32(hidden)}}
+    out = mining_diagnostics.pseudo_label_quality(
+        _fake_network(np.zeros((1, 2, 2, 2)), logits), [batch],
+        thresholds=["0", "0.5", "0.95", "0.99"])
+    assert out[0.0] == {"share": pytest.approx(1.0), "accuracy": pytest.approx(2 / 3),
+                        "positions": 3}
+    assert out[0.5]["share"] == pytest.approx(2 / 3) and out[0.5]["accuracy"] == 1.0
+    assert out[0.95]["share"] == pytest.approx(1 / 3) and out[0.95]["accuracy"] == 1.0
+    assert out[0.99] == {"share": 0.0, "accuracy": None, "positions": 3}

@@ -1,8 +1,10 @@
-"""How often L_coseg's mined positions have the class they were mined for, per option.
+"""How often L_coseg's mined positions have the class they were mined for, per option;
+how often the teacher's pseudo-labels are right, per confidence threshold.
 
     python tools/mining_diagnostics.py --model_dir=RUN_DIR \
         --train_data='data/synthetic/tfrecords/train-*.tfrecord' [--batches=40] \
-        [--batch_labeled=3 --batch_unlabeled=3 --crop_size=161]
+        [--batch_labeled=3 --batch_unlabeled=3 --crop_size=161] \
+        [--tables=mining --tables=pseudo_labels] [--thresholds=0,0.5,0.7,0.9,0.95]
 
 Takes a trained network (a run directory, its last checkpoint), draws training batches
 as a coseg step does (the run's labeled images, every training image as unlabeled,
@@ -16,6 +18,12 @@ every option sees the same batches and, for the training pass, the same dropout 
 
 This is the offline form of the `mining_precision` metric that `--diagnostics` logs
 during training (docs/RESULTS.md uses both).
+
+A second table is about the consistency methods (fixmatch, unimatch): the teacher's
+pseudo-labels of the unlabeled crops (`consistency_losses.pseudo_labels`, inference
+pass), at each of `--thresholds`: the share of the human region's positions that pass
+(UniMatch's "mask ratio", the `pseudo_confident` metric of training) and how many of
+those have the hidden class (their accuracy); threshold 0 is every position.
 """
 
 from __future__ import annotations
@@ -53,7 +61,11 @@ def define_flags():
     flags.DEFINE_integer("batch_unlabeled", 3, "Unlabeled images a batch (B_u).")
     flags.DEFINE_integer("crop_size", 161, "Training crop.")
     flags.DEFINE_integer("seed", 0, "Seed of the batches and of the dropout draws.")
-    flags.DEFINE_string("output", None, "Also write the table as JSON here.")
+    flags.DEFINE_multi_enum("tables", ["mining", "pseudo_labels"],
+                            ["mining", "pseudo_labels"], "The tables to print.")
+    flags.DEFINE_list("thresholds", ["0", "0.5", "0.7", "0.9", "0.95"],
+                      "Confidence thresholds of the pseudo-label table.")
+    flags.DEFINE_string("output", None, "Also write the tables as JSON here.")
     flags.mark_flags_as_required(["model_dir", "train_data"])
 
 
@@ -119,6 +131,53 @@ def mining_precision(network, batches, *, num_classes, options, training, seed=0
                           for c in range(1, num_classes)}}
 
 
+def pseudo_label_quality(network, batches, *, thresholds):
+    """Share of the region passing each threshold and the accuracy of what passes.
+
+    Args:
+      network: the functional network (`run_dir.load_network`); its inference pass is
+        the teacher, as in `objectives.fixmatch`.
+      batches: [{"unlabeled": {"image", "human_region", "diagnostic_labels"}, ...}].
+      thresholds: confidence thresholds in [0, 1].
+
+    Returns:
+      {threshold: {"share": float, "accuracy": float or None, "positions": int}}:
+      `share` of the unlabeled human region's positions (feature grid; positions whose
+      hidden label is the ignore label left out) whose confidence is >= threshold,
+      `accuracy` the share of those whose pseudo-label is the hidden class (None when
+      none passes), `positions` the region's positions counted.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    from coseg_tf import consistency_losses, losses, masking
+    from pipelines import schema
+
+    confidences, right = [], []
+    for batch in batches:
+        unl = batch["unlabeled"]
+        out = network({"image": unl["image"], "human_region": unl["human_region"]},
+                      training=False)
+        size = tf.shape(out["logits"])[1:3]
+        region = masking.resize_region(unl["human_region"], size)[..., 0]
+        labels, confidence, _ = consistency_losses.pseudo_labels(
+            logits=tf.cast(out["logits"], tf.float32), region=region, threshold=0.0)
+        hidden = losses.downsample_labels(labels=unl["diagnostic_labels"], size=size)
+        keep = (region.numpy() > 0.5) & (hidden.numpy() != schema.IGNORE_LABEL)
+        confidences.append(confidence.numpy()[keep])
+        right.append((labels.numpy() == hidden.numpy())[keep])
+    confidence = np.concatenate(confidences)
+    right = np.concatenate(right)
+    result = {}
+    for t in thresholds:
+        passed = confidence >= float(t)
+        result[float(t)] = {
+            "share": float(passed.mean()) if passed.size else None,
+            "accuracy": float(right[passed].mean()) if passed.any() else None,
+            "positions": int(passed.size)}
+    return result
+
+
 def main(argv):
     del argv
     import tensorflow as tf
@@ -137,35 +196,43 @@ def main(argv):
     batches = [{k: {n: t for n, t in v.items() if n != "id"} for k, v in b.items()}
                for b in ds.take(FLAGS.batches)]
     names = info["class_names"]
-    rows = {}
-    for name, kw in OPTIONS.items():
-        for training in (True, False):
-            key = f"{name}, {'training pass (dropout)' if training else 'inference pass'}"
-            rows[key] = mining_precision(network, batches, num_classes=info["num_classes"],
-                                         options=losses.MiningOptions(**kw),
-                                         training=training, seed=FLAGS.seed)
-    header = ("| mining | precision | chance | ÷ chance | "
-              + " | ".join(names[1:]) + " |")
     lines = [f"`{FLAGS.model_dir}`, {FLAGS.batches} batches of {FLAGS.batch_labeled} + "
-             f"{FLAGS.batch_unlabeled} crops of {FLAGS.crop_size} px", "", header,
-             "|---|---:|---:|---:|" + "---:|" * (len(names) - 1)]
+             f"{FLAGS.batch_unlabeled} crops of {FLAGS.crop_size} px"]
+    output = {"model_dir": FLAGS.model_dir, "batches": FLAGS.batches, "class_names": names}
 
     def pct(v):
         return "-" if v is None else f"{100 * v:.1f}"
 
-    for key, r in rows.items():
-        ratio = (f"{r['precision'] / r['chance']:.2f}" if r["precision"] is not None
-                 and r["chance"] else "-")
-        lines.append(f"| {key} | {pct(r['precision'])} | {pct(r['chance'])} | {ratio} | "
-                     + " | ".join(pct(r["per_class"][c]) for c in range(1, len(names)))
-                     + " |")
+    if "mining" in FLAGS.tables:
+        rows = {}
+        for name, kw in OPTIONS.items():
+            for training in (True, False):
+                key = f"{name}, {'training pass (dropout)' if training else 'inference pass'}"
+                rows[key] = mining_precision(
+                    network, batches, num_classes=info["num_classes"],
+                    options=losses.MiningOptions(**kw), training=training, seed=FLAGS.seed)
+        lines += ["", "| mining | precision | chance | ÷ chance | "
+                  + " | ".join(names[1:]) + " |",
+                  "|---|---:|---:|---:|" + "---:|" * (len(names) - 1)]
+        for key, r in rows.items():
+            ratio = (f"{r['precision'] / r['chance']:.2f}" if r["precision"] is not None
+                     and r["chance"] else "-")
+            lines.append(f"| {key} | {pct(r['precision'])} | {pct(r['chance'])} | {ratio} | "
+                         + " | ".join(pct(r["per_class"][c]) for c in range(1, len(names)))
+                         + " |")
+        output.update(options={k: dataclasses.asdict(losses.MiningOptions(**v))
+                               for k, v in OPTIONS.items()}, rows=rows)
+    if "pseudo_labels" in FLAGS.tables:
+        quality = pseudo_label_quality(network, batches, thresholds=FLAGS.thresholds)
+        lines += ["", "| threshold | share of the region passing | accuracy of those |",
+                  "|---:|---:|---:|"]
+        lines += [f"| {t:g} | {pct(q['share'])} | {pct(q['accuracy'])} |"
+                  for t, q in quality.items()]
+        output["pseudo_labels"] = quality
     print("\n".join(lines))
     if FLAGS.output:
         with tf.io.gfile.GFile(FLAGS.output, "w") as f:
-            json.dump({"model_dir": FLAGS.model_dir, "batches": FLAGS.batches,
-                       "options": {k: dataclasses.asdict(losses.MiningOptions(**v))
-                                   for k, v in OPTIONS.items()},
-                       "rows": rows, "class_names": names}, f, indent=1)
+            json.dump(output, f, indent=1)
     return 0
 
 
