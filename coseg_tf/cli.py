@@ -30,6 +30,11 @@ from flags import flagfiles  # noqa: E402
 _HELP = ("--help", "-h", "-?", "--helpshort")
 
 
+def _prog(default="coseg"):
+    """The program's name as the user invoked it (train.py, coseg-train, ...)."""
+    return os.path.basename(sys.argv[0]) or default
+
+
 def run_program(main, flags_module, name, description=None):
     """app.run(main) with flagfiles.parse; `--help` prints a description and the flags
     `flags_module` defined, to stdout, and exits 0.
@@ -37,7 +42,7 @@ def run_program(main, flags_module, name, description=None):
     Args:
       main: absl main, `main(argv) -> exit code or None`.
       flags_module: the module object whose flags `--help` lists.
-      name: the program's name in the pointer to `--helpfull`.
+      name: the program's name in the pointer to `--helpfull` when `sys.argv[0]` has none.
       description: the text above the flags; default `flags_module.USAGE`.
 
     absl's own --help lists the key flags of the `__main__` module only (none when the
@@ -47,7 +52,7 @@ def run_program(main, flags_module, name, description=None):
         text = description if description is not None else flags_module.USAGE
         print(text.strip() + "\n")
         print(flags.FLAGS.module_help(flags_module).strip())
-        print(f"\nAll flags, absl's and TensorFlow's included: {name} --helpfull")
+        print(f"\nAll flags, absl's and TensorFlow's included: {_prog(name)} --helpfull")
         sys.exit(0)
     app.run(main, flags_parser=flagfiles.parse)
 
@@ -65,11 +70,15 @@ def _train_main(argv):
     config = train_flags.config_from_flags(flags.FLAGS)
     try:
         train_lib.run_training(config)
+    except KeyboardInterrupt:
+        print(f"\n{_prog()}: interrupted. The same command resumes {config.model_dir} "
+              "from its last backup (one every --checkpoint_every steps).", file=sys.stderr)
+        return 130
     except train_lib.ConfigError as e:
-        print(f"train.py: error: {e}", file=sys.stderr)
+        print(f"{_prog()}: error: {e}", file=sys.stderr)
         return 2
     except FloatingPointError as e:
-        print(f"train.py: error: {e}", file=sys.stderr)
+        print(f"{_prog()}: error: {e}", file=sys.stderr)
         return 3
     return 0
 
@@ -83,7 +92,7 @@ def _eval_main(argv):
     try:
         metrics = evaluation.evaluate(config)
     except evaluation.ConfigError as e:
-        print(f"eval.py: error: {e}", file=sys.stderr)
+        print(f"{_prog()}: error: {e}", file=sys.stderr)
         return 2
     print(evaluation.format_report(metrics))
     print(f"wrote {os.path.join(metrics['output_dir'], evaluation.METRICS_FILE)}")
@@ -99,7 +108,7 @@ def _export_main(argv):
     try:
         result = export_lib.run_export(config)
     except export_lib.ConfigError as e:
-        print(f"export.py: error: {e}", file=sys.stderr)
+        print(f"{_prog()}: error: {e}", file=sys.stderr)
         return 2
     print(export_lib.describe_export(result))
     return 0
@@ -114,7 +123,7 @@ def _predict_main(argv):
     try:
         summary = predict_lib.predict(config)
     except predict_lib.ConfigError as e:
-        print(f"predict.py: error: {e}", file=sys.stderr)
+        print(f"{_prog()}: error: {e}", file=sys.stderr)
         return 2
     print(predict_lib.describe(summary), file=sys.stderr)
     return 0

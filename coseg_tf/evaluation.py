@@ -351,12 +351,13 @@ def markdown_table1(rows, *, label: str = "Method") -> str:
 def format_report(metrics: Mapping) -> str:
     """A few lines for the terminal: the paper's row, per-class IoU, means, accuracy."""
     scheme = metrics["parts"]
-    table = "Table 1" if scheme in PER_PART_SCHEMES else (
-        "Table 2" if scheme == "all4" else scheme)
+    table = ("in the layout of the paper's Table 1" if scheme in PER_PART_SCHEMES else
+             "in the layout of the paper's Table 2" if scheme == "all4" else
+             f"of the scheme's parts ({scheme})")
     width = max(len(n) for n in metrics["class_names"])
     lines = [f"{metrics['num_images']} images of {metrics['eval_data']}, "
              f"scheme {scheme}, {metrics['checkpoint']}",
-             f"IoU (%) in the layout of the paper's {table}:",
+             f"IoU (%) {table}:",
              "  " + format_table_header(metrics),
              "  " + format_table_row(metrics, metrics),
              "per class:"]

@@ -395,7 +395,8 @@ def build_trainer(config: TrainConfig, scheme, *, steps_per_execution=1):
 
 
 def run_training(config: TrainConfig):
-    """Trains as `config` says; returns the Keras History of this (possibly resumed) run.
+    """Trains as `config` says; returns the Keras History of this (possibly resumed) run
+    (empty for a run that had finished already: its backup is checked, nothing written).
 
     Raises:
       ConfigError: a flag or input that makes the run impossible, before any work.
@@ -465,7 +466,8 @@ def _run_training(config: TrainConfig):
     position = initial_step
     if state is not None and state.data_position is not None:
         position = state.data_position
-    if initial_epoch >= epochs:
+    finished = initial_epoch >= epochs
+    if finished:
         logging.info("%s: finished already (%d of %d steps): nothing to train", model_dir,
                      initial_step, config.steps)
     elif initial_epoch > 0:
@@ -529,6 +531,13 @@ def _run_training(config: TrainConfig):
         trainer = build_trainer(config, scheme)
         if state is not None:
             run_dir.restore_backup(trainer, model_dir, state, steps_per_epoch)
+    if finished:
+        # The backup checked, nothing is written again (a run killed after its last
+        # backup and before DONE gets its DONE).
+        done = run_dir.path(model_dir, run_dir.DONE_FILE)
+        if chief and not os.path.exists(done):
+            run_dir.write_text_atomic(done, f"steps {initial_step}\n")
+        return keras.callbacks.History()
     # All checked (the backup's weights too): the first write.
     if chief:
         run_dir.record_start(model_dir, start, config, scheme=scheme,

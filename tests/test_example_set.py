@@ -99,7 +99,16 @@ def test_an_existing_output_dir_is_refused_untouched(pascal_part_dir, tmp_path):
     assert [p.name for p in out.iterdir()] == ["mine.txt"]
 
 
+def test_the_set_has_the_modes_of_the_umask(example_set):
+    out, _ = example_set
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask
+
+
 def test_fixtures_without_pairs_or_persons_are_named(pascal_part_dir, tmp_path):
+    with pytest.raises(ExampleSetError, match="--fixtures_dir=.*nowhere is not a directory"):
+        make_example_set(str(tmp_path / "nowhere"), str(tmp_path / "own"))
     with pytest.raises(ExampleSetError, match="no ID.mat \\+ ID.jpg pair"):
         make_example_set(str(tmp_path), str(tmp_path / "own"))
     with pytest.raises(ExampleSetError, match="--num_train=100 needs at least 101"):

@@ -125,6 +125,31 @@ def test_killed_run_resumes_at_the_step_it_reached(tfrecords, tmp_path):
     train_lib.load_network(model_dir, "last")
 
 
+@pytest.mark.slow
+def test_interrupted_run_says_how_to_resume(tfrecords, tmp_path):
+    model_dir = str(tmp_path / "interrupted")
+    args = SMALL + [f"--train_data={tfrecords['train']}", f"--model_dir={model_dir}",
+                    "--method=supervised", "--steps=200", "--checkpoint_every=5"]
+    # SIGINT reset to its default: a job started in the background inherits it ignored.
+    proc = subprocess.Popen([sys.executable, str(REPO / "train.py")] + args, env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    meta = os.path.join(model_dir, "backup", "training_metadata.json")
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None and not os.path.exists(meta):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err[-3000:]
+    assert f"train.py: interrupted. The same command resumes {model_dir}" in err, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+
+
 @pytest.mark.parametrize("flag, message", [
     ("--parts=arms", "parts"),
     ("--num_labeled=0", "num_labeled"),

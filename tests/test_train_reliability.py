@@ -71,6 +71,19 @@ def test_the_run_left_a_committed_backup(trained_run):
         "best.weights.h5", "last.weights.h5"]  # no temporary file left
 
 
+def test_a_finished_run_started_again_writes_nothing(tfrecords, trained_run, tmp_path):
+    model_dir = _copy(trained_run, tmp_path)
+    before = _snapshot(model_dir)
+    history = train_lib.run_training(_config(tfrecords, model_dir))
+    assert history.history == {}
+    assert _snapshot(model_dir) == before  # no new start, log, checkpoint or DONE
+    # Killed after its last backup, before DONE: the start writes DONE, nothing else.
+    (model_dir / "DONE").unlink()
+    train_lib.run_training(_config(tfrecords, model_dir))
+    assert (model_dir / "DONE").read_text().split() == ["steps", "4"]
+    assert _snapshot(model_dir) == before
+
+
 # === A broken backup is refused before any step ===
 
 def _write(path, text):

@@ -26,9 +26,10 @@ disk, the inputs of the README's "Your own data" commands:
 The label maps and boxes come from the `.mat` annotations through the converter's own
 reader (`tools.pascal_part`). Nothing here imports TensorFlow.
 
-Errors: an existing --output_dir is refused (nothing of it is touched); a fixtures
-directory without a `.mat` + `.jpg` pair, or with fewer than --num_train + 1 images
-with persons, is named. The set is written to a temporary directory beside
+Errors (exit code 1, as the converter's): an existing --output_dir is refused (nothing
+of it is touched); a --fixtures_dir that is not a directory, has no `.mat` + `.jpg`
+pair or fewer than --num_train + 1 images with persons, or holds a `.mat` file that
+cannot be read, is named. The set is written to a temporary directory beside
 --output_dir and renamed into place when complete.
 """
 
@@ -96,6 +97,8 @@ def make_example_set(fixtures_dir: str, output_dir: str, num_train: int = 6) -> 
     if os.path.lexists(output_dir):
         raise ExampleSetError(f"--output_dir={output_dir} exists; give a new directory "
                               "(nothing in it was touched)")
+    if not os.path.isdir(fixtures_dir):
+        raise ExampleSetError(f"--fixtures_dir={fixtures_dir} is not a directory")
     ids = sorted(os.path.splitext(os.path.basename(p))[0]
                  for p in glob.glob(os.path.join(fixtures_dir, "*.mat"))
                  if os.path.exists(os.path.splitext(p)[0] + ".jpg"))
@@ -109,6 +112,9 @@ def make_example_set(fixtures_dir: str, output_dir: str, num_train: int = 6) -> 
     parent = os.path.dirname(os.path.abspath(output_dir))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".tmp-example-", dir=parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would become the set's own mode
     try:
         for sub in ("images", "labels", "photos", "new"):
             os.makedirs(os.path.join(tmp, sub))
