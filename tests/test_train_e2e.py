@@ -86,27 +86,38 @@ def test_short_run_lowers_the_loss(tfrecords, tmp_path, method):
     assert info["num_classes"] == 6 and network.get_layer("fc8") is not None
 
 
+def _start_train(args):
+    """train.py in its own session, SIGINT at its default (a job started in the
+    background inherits it ignored)."""
+    return subprocess.Popen([sys.executable, str(REPO / "train.py")] + args, env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def _backed_up_intervals(proc, model_dir, at_least):
+    """Waits (up to 10 minutes) until the run's backup holds `at_least` intervals or the
+    process ends; returns the intervals it holds."""
+    meta = os.path.join(model_dir, "backup", "training_metadata.json")
+    deadline = time.time() + 600
+    reached = 0
+    while time.time() < deadline and proc.poll() is None and reached < at_least:
+        try:
+            reached = json.load(open(meta))["epoch"]
+        except (OSError, ValueError, KeyError):  # not there yet, or being replaced
+            reached = 0
+        time.sleep(0.2)
+    return reached
+
+
 @pytest.mark.slow
 def test_killed_run_resumes_at_the_step_it_reached(tfrecords, tmp_path):
     model_dir = str(tmp_path / "resume")
     args = SMALL + [f"--train_data={tfrecords['train']}", f"--model_dir={model_dir}",
                     "--method=coseg", "--steps=40", "--checkpoint_every=5"]
-    proc = subprocess.Popen([sys.executable, str(REPO / "train.py")] + args, env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    meta = os.path.join(model_dir, "backup", "training_metadata.json")
-    deadline = time.time() + 600
-    reached = 0
+    proc = _start_train(args)
     try:
-        while time.time() < deadline and proc.poll() is None:
-            if os.path.exists(meta):
-                try:
-                    reached = json.load(open(meta))["epoch"]
-                except (ValueError, KeyError):
-                    reached = 0
-                if reached >= 2:
-                    break
-            time.sleep(0.2)
+        reached = _backed_up_intervals(proc, model_dir, 2)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -130,21 +141,15 @@ def test_interrupted_run_says_how_to_resume(tfrecords, tmp_path):
     model_dir = str(tmp_path / "interrupted")
     args = SMALL + [f"--train_data={tfrecords['train']}", f"--model_dir={model_dir}",
                     "--method=supervised", "--steps=200", "--checkpoint_every=5"]
-    # SIGINT reset to its default: a job started in the background inherits it ignored.
-    proc = subprocess.Popen([sys.executable, str(REPO / "train.py")] + args, env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    meta = os.path.join(model_dir, "backup", "training_metadata.json")
-    deadline = time.time() + 600
-    while time.time() < deadline and proc.poll() is None and not os.path.exists(meta):
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    proc = _start_train(args)
     try:
+        assert _backed_up_intervals(proc, model_dir, 1) >= 1, "no interval was backed up"
+        proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     assert proc.returncode == 130, err[-3000:]
     assert f"train.py: interrupted. The same command resumes {model_dir}" in err, err[-3000:]
     assert "Traceback" not in err, err[-3000:]
