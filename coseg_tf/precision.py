@@ -4,6 +4,8 @@
     off                 float32              float32     float32    none
     float16             mixed_float16        float32     float16    dynamic
     bfloat16            mixed_bfloat16       float32     bfloat16   none (float32's range)
+    auto                bfloat16 where the CPU computes it natively and no GPU is
+                        visible, else off (`resolve`; the CPU recipe's choice)
 
 Under either mixed policy the variables stay float32 (the optimizer updates float32
 master weights) and each layer casts them to its compute dtype; the masking layer and
@@ -46,6 +48,9 @@ import tensorflow as tf
 # --mixed_precision choices -> Keras dtype policy names.
 POLICIES = {"off": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
 MIXED_PRECISION = tuple(POLICIES)
+# The flag's choices: a policy, or "auto" (`resolve` picks one for this machine).
+AUTO = "auto"
+CHOICES = MIXED_PRECISION + (AUTO,)
 # Keras' defaults (LossScaleOptimizer), stated once for the docs.
 INITIAL_LOSS_SCALE = 2.0 ** 15
 DYNAMIC_GROWTH_STEPS = 2000
@@ -67,6 +72,39 @@ def policy_name(mixed_precision: str) -> str:
         raise ValueError(f"mixed_precision must be one of {', '.join(MIXED_PRECISION)}, "
                          f"got {mixed_precision!r}")
     return POLICIES[mixed_precision]
+
+
+def resolve(mixed_precision: str, *, cpuinfo_text=None, gpu_visible=None) -> str:
+    """The precision a --mixed_precision choice means on this machine.
+
+    "auto" is "bfloat16" on a CPU-only machine whose CPU computes bfloat16 natively
+    (`has_native_bfloat16`: AVX512-BF16 or AMX-BF16), where oneDNN's bfloat16 kernels
+    made the demo recipe's step 1.7x faster than float32 (docs/PERFORMANCE.md,
+    "Mixed precision"), and "off" everywhere else: on CPUs without it bfloat16 is
+    emulated and much slower, and on a GPU the choice (float16 or bfloat16, with which
+    loss scaling) is the user's. Every other choice is returned as it is.
+
+    Args:
+      mixed_precision: one of CHOICES.
+      cpuinfo_text: the text of /proc/cpuinfo (None reads the file).
+      gpu_visible: whether TensorFlow sees a GPU (None asks it).
+
+    Returns:
+      One of MIXED_PRECISION.
+
+    Raises:
+      ValueError: not one of CHOICES.
+    """
+    if mixed_precision not in CHOICES:
+        raise ValueError(f"mixed_precision must be one of {', '.join(CHOICES)}, "
+                         f"got {mixed_precision!r}")
+    if mixed_precision != AUTO:
+        return mixed_precision
+    if gpu_visible is None:
+        gpu_visible = bool(tf.config.list_physical_devices("GPU"))
+    if gpu_visible or not has_native_bfloat16(cpu_flags(cpuinfo_text)):
+        return "off"
+    return "bfloat16"
 
 
 @keras.saving.register_keras_serializable(package="coseg_tf")

@@ -62,6 +62,7 @@ import tensorflow as tf
 
 from coseg_tf import errors
 from coseg_tf import model as model_lib
+from coseg_tf import precision
 from coseg_tf import trainer as trainer_lib
 from pipelines import textfiles
 
@@ -172,8 +173,9 @@ def model_info(config, scheme) -> dict:
             "vocabulary": scheme.vocabulary.to_json() if scheme.vocabulary else None}
     info.update({name: getattr(config, name) for name in network_args()
                  if hasattr(config, name)})
-    # The precision it trained in (its variables are float32 under every policy).
-    info["mixed_precision"] = getattr(config, "mixed_precision", "off")
+    # The precision it trained in ("auto" resolved on the machine of the first start;
+    # its variables are float32 under every policy).
+    info["mixed_precision"] = precision.resolve(getattr(config, "mixed_precision", "off"))
     return info
 
 

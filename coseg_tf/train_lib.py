@@ -192,9 +192,9 @@ def validate(config: TrainConfig):
     if config.fc6_impl not in model_lib.FC6_IMPLS:
         raise ConfigError(f"--fc6_impl={config.fc6_impl!r} is not one of "
                           f"{', '.join(model_lib.FC6_IMPLS)}")
-    if config.mixed_precision not in precision.MIXED_PRECISION:
+    if config.mixed_precision not in precision.CHOICES:
         raise ConfigError(f"--mixed_precision={config.mixed_precision!r} is not one of "
-                          f"{', '.join(precision.MIXED_PRECISION)}")
+                          f"{', '.join(precision.CHOICES)}")
     scheme = check_data(config, scheme)
     if config.init == "run":
         _check_init_run(config, scheme)
@@ -362,10 +362,11 @@ class _MultiWorkerTrainer(trainer_lib.CosegTrainer):
 def build_trainer(config: TrainConfig, scheme, *, steps_per_execution=1):
     """The compiled `CosegTrainer` for `config` (call inside the strategy's scope)."""
     keras.utils.set_random_seed(config.seed)
+    mixed_precision = precision.resolve(config.mixed_precision)  # "auto" -> this machine's
     network = model_lib.build_deeplab_largefov(
         num_classes=scheme.num_classes, width_multiplier=config.width_multiplier,
         dropout_rate=config.dropout_rate, fc6_impl=config.fc6_impl,
-        dtype_policy=precision.policy_name(config.mixed_precision))
+        dtype_policy=precision.policy_name(mixed_precision))
     if config.init == "vgg16":  # a local file, or Keras' cached copy (validate fetched it)
         weights_lib.load_vgg16_weights(network,
                                        weights_lib.vgg16_weights_path(config.init_weights))
@@ -386,7 +387,7 @@ def build_trainer(config: TrainConfig, scheme, *, steps_per_execution=1):
     # float16: dynamic loss scaling (coseg_tf.precision); XLA only when asked (on
     # this project's CPU it made the step 2.0-2.6x slower, docs/PERFORMANCE.md).
     optimizer = precision.wrap_optimizer(
-        keras.optimizers.SGD(schedule, momentum=config.momentum), config.mixed_precision)
+        keras.optimizers.SGD(schedule, momentum=config.momentum), mixed_precision)
     trainer.compile(optimizer=optimizer, steps_per_execution=steps_per_execution,
                     jit_compile=bool(config.jit_compile))
     trainer.build()
@@ -467,6 +468,9 @@ def _run_training(config: TrainConfig):
     if state is not None and state.data_position is not None:
         position = state.data_position
     finished = initial_epoch >= epochs
+    if config.mixed_precision == precision.AUTO:
+        logging.info("--mixed_precision=auto: %s on this machine",
+                     precision.resolve(precision.AUTO))
     if finished:
         logging.info("%s: finished already (%d of %d steps): nothing to train", model_dir,
                      initial_step, config.steps)

@@ -90,11 +90,12 @@ def define_model_flags():
                       "a GPU) or auto (conv where a GPU is visible, else taps). Same "
                       "weights and outputs; recorded in model.json for eval and export.")
     flags.DEFINE_enum("mixed_precision", defaults.mixed_precision,
-                      list(precision.MIXED_PRECISION),
+                      list(precision.CHOICES),
                       "Keras mixed precision: float16 (mixed_float16, dynamic loss "
                       "scaling; for GPUs), bfloat16 (mixed_bfloat16; GPUs/TPUs, CPUs with "
-                      "AVX512-BF16 or AMX) or off (float32). Variables, logits and losses "
-                      "stay float32; checkpoints load across precisions.")
+                      "AVX512-BF16 or AMX), off (float32) or auto (bfloat16 on a CPU-only "
+                      "machine whose CPU computes it natively, else off). Variables, "
+                      "logits and losses stay float32; checkpoints load across precisions.")
 
 
 def define_method_flags():

@@ -87,7 +87,7 @@ def test_demo_script_path(tmp_path, recipe):
     data, runs = tmp_path / "data", tmp_path / "runs"
     args = [f"--data_dir={data}", f"--run_dir={runs}", f"--recipe={recipe}",
             "--num_images=16", "--image_size=80", "--num_labeled=3", "--overlays=2",
-            "--warmup_steps=2"]
+            "--warmup_steps=2", "--ceiling_steps=6"]
     proc = _run("demo.py", args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = (runs / "RESULTS.md").read_text()
@@ -101,6 +101,11 @@ def test_demo_script_path(tmp_path, recipe):
     for name in ("a_supervised", "b_coseg"):
         config = json.loads((runs / name / "config.json").read_text())
         assert config["init"] == "run" and config["init_weights"] == str(runs / "warmup_nf3")
+        assert config["steps"] == 4  # the recipe's
+    # (c), the ceiling, trains --ceiling_steps after its own warm-up.
+    assert json.loads((runs / "c_supervised_all" / "config.json").read_text())["steps"] == 6
+    assert "Steps: 2 supervised warm-up + 4 for (a) and (b) (one warm-up shared), 2 + 6 " \
+        "for (c)." in results
     assert (runs / "overlays.png").stat().st_size > 1000
     assert (runs / "curves.png").stat().st_size > 1000
     # Restarted, it redoes no training.
@@ -174,6 +179,14 @@ def test_sweep_aggregates_over_seeds(tmp_path, recipe):
     assert again.returncode == 0, again.stderr[-3000:]
     assert "train:" not in again.stdout
     assert json.loads((fresh / "sweep.json").read_text())["rows"] == sweep["rows"]
+    # Kept results of another setting (here: other steps) are never mixed into a table.
+    other = _run("sweep.py", [a.replace(str(runs), str(tmp_path / "other")) for a in args]
+                 + ["--steps=3"])
+    assert other.returncode != 0
+    assert "is a run of another setting than this sweep's (--steps: 4 -> 3)" in other.stderr
+    assert "kept" in other.stderr and "train:" not in other.stdout
+    assert kept_run == json.loads((kept / "all4" / "coseg_w1_agreement_nf2_seed1.json")
+                                  .read_text())
 
 
 @pytest.mark.slow
@@ -192,6 +205,35 @@ def test_sweep_table1_one_model_per_part(tmp_path, recipe):
     for parts in ("head", "hand"):
         config = json.loads((runs / parts / "coseg_nf2_seed0" / "config.json").read_text())
         assert config["parts"] == parts
+
+
+def test_a_finished_run_of_other_flags_is_refused_not_reused(tmp_path):
+    """A run folder finished under an older recipe is neither taken as this recipe's
+    run nor overwritten: the message names the folder and each changed flag."""
+    import dataclasses
+
+    from coseg_tf import run_dir
+    from tools import experiments
+
+    recipe = experiments.read_flagfile(experiments.find_recipe(experiments.DEMO_RECIPE))
+    model_dir = str(tmp_path / "a_supervised")
+    config = experiments.run_config(model_dir, recipe, {"method": "supervised"},
+                                    "train-*", "val-*")
+    os.makedirs(model_dir)
+    old = dataclasses.asdict(dataclasses.replace(config, steps=config.steps // 2,
+                                                 mixed_precision="off"))
+    (tmp_path / "a_supervised" / run_dir.CONFIG_FILE).write_text(json.dumps(old))
+    (tmp_path / "a_supervised" / run_dir.DONE_FILE).write_text("steps 1\n")
+    with pytest.raises(ValueError) as err:
+        experiments.train_run(model_dir, recipe, {"method": "supervised"}, "train-*",
+                              "val-*")
+    assert model_dir in str(err.value)
+    assert f"--steps: {config.steps // 2} -> {config.steps}" in str(err.value)
+    assert f"--mixed_precision: 'off' -> {config.mixed_precision!r}" in str(err.value)
+    assert json.loads((tmp_path / "a_supervised" / run_dir.CONFIG_FILE).read_text()) == old
+    # The same flags in another folder, on other data paths: the same experiment.
+    moved = dict(dataclasses.asdict(config), model_dir="elsewhere", train_data="x-*")
+    assert experiments.setting_changes(moved, config) == []
 
 
 def test_sweep_reads_an_undefined_mining_precision_as_undefined(tmp_path):

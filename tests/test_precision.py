@@ -186,6 +186,22 @@ def test_native_bfloat16_is_read_from_the_cpu_flags(extra, native):
     assert precision.has_native_bfloat16(flags) is native
 
 
+@pytest.mark.parametrize("extra, gpu, expected", [
+    ("", False, "off"),                                   # AVX2: bfloat16 is emulated
+    ("avx512f avx512_vnni", False, "off"),
+    ("avx512f avx512_vnni avx512_bf16", False, "bfloat16"),
+    ("avx512f amx_tile amx_bf16", False, "bfloat16"),
+    ("avx512f amx_tile amx_bf16", True, "off"),           # a GPU: the user's choice
+])
+def test_auto_precision_is_bfloat16_only_on_a_native_bfloat16_cpu(extra, gpu, expected):
+    text = CPUINFO.format(vendor="X", extra=extra)
+    assert precision.resolve("auto", cpuinfo_text=text, gpu_visible=gpu) == expected
+    for choice in precision.MIXED_PRECISION:  # an explicit choice is kept
+        assert precision.resolve(choice, cpuinfo_text=text, gpu_visible=gpu) == choice
+    with pytest.raises(ValueError, match="must be one of off, float16, bfloat16, auto"):
+        precision.resolve("bf16", cpuinfo_text=text, gpu_visible=gpu)
+
+
 def test_cpu_flags_of_this_machine_and_of_no_cpuinfo():
     assert precision.cpu_flags("processor\t: 0\n") == frozenset()
     flags = precision.cpu_flags()
@@ -206,7 +222,8 @@ def tfrecords(tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mixed_precision, fc6_impl", [("float16", "auto"),
-                                                       ("bfloat16", "conv")])
+                                                       ("bfloat16", "conv"),
+                                                       ("auto", "taps")])
 def test_eval_and_export_of_a_mixed_precision_run(tfrecords, tmp_path, monkeypatch,
                                                   mixed_precision, fc6_impl):
     import json
@@ -223,7 +240,10 @@ def test_eval_and_export_of_a_mixed_precision_run(tfrecords, tmp_path, monkeypat
     train_lib.run_training(config)
     with open(f"{model_dir}/model.json") as f:
         info = json.load(f)
-    assert info["mixed_precision"] == mixed_precision and info["fc6_impl"] == fc6_impl
+    # model.json: the precision the steps ran in ("auto" as this machine resolves it).
+    assert info["mixed_precision"] == precision.resolve(mixed_precision)
+    assert info["mixed_precision"] in precision.MIXED_PRECISION
+    assert info["fc6_impl"] == fc6_impl
     with open(f"{model_dir}/DONE") as f:
         assert f.read() == "steps 2\n"  # skipped float16 steps count as steps
 

@@ -28,6 +28,9 @@ DEMO_RECIPE = "recipes/cpu_small.flags"
 DEMO_NUM_IMAGES = 300
 DEMO_IMAGE_SIZE = 240
 WARMUP_STEPS = 600
+# The demo's ceiling (c), all labels, trains this many steps after its warm-up: what it
+# takes to learn the parts here (docs/PERFORMANCE.md, "Time to accuracy").
+CEILING_STEPS = 9600
 
 
 def find_recipe(path):
@@ -89,14 +92,14 @@ def prepare_data(data_dir, *, num_images, image_size, seed):
     return os.path.join(tfr, "train-*.tfrecord"), os.path.join(tfr, "val-*.tfrecord")
 
 
-def train_run(model_dir, recipe, overrides, train_data, val_data, steps=None, *,
-              recipe_path="recipes/cpu_small.flags"):
-    """Trains one run unless it is finished (its DONE file); logs the train.py command."""
-    from coseg_tf import run_dir, train_lib
+def run_config(model_dir, recipe, overrides, train_data, val_data, steps=None):
+    """The TrainConfig of a run: the recipe's flags, then `overrides`, then `steps`.
 
-    if os.path.exists(run_dir.path(model_dir, run_dir.DONE_FILE)):
-        log(f"train: {model_dir} is finished already")
-        return
+    Raises:
+      ValueError: a recipe flag that is not a training flag.
+    """
+    from coseg_tf import train_lib
+
     fields = train_lib.TrainConfig.__dataclass_fields__
     values = {}
     for name, text in recipe.items():
@@ -106,8 +109,49 @@ def train_run(model_dir, recipe, overrides, train_data, val_data, steps=None, *,
     values.update(overrides)
     if steps:
         values["steps"] = steps
-    config = train_lib.TrainConfig(train_data=train_data, val_data=val_data,
-                                   model_dir=model_dir, **values)
+    return train_lib.TrainConfig(train_data=train_data, val_data=val_data,
+                                 model_dir=model_dir, **values)
+
+
+# Flags that hold where files are, not what the experiment is: a finished run or a kept
+# result moved to another folder or machine still counts as the same experiment.
+_PATH_FLAGS = ("model_dir", "train_data", "val_data", "unlabeled_data", "init_weights")
+
+
+def setting_changes(recorded, config):
+    """[(flag, recorded value, new value)] of the flags that make `config` another
+    experiment than the `recorded` config.json: every flag but the ones a restart may
+    change (`run_dir.RESUME_MAY_CHANGE`) and the paths."""
+    from coseg_tf import run_dir
+
+    return [c for c in run_dir.changed_flags(recorded, config)
+            if c[0] not in run_dir.RESUME_MAY_CHANGE and c[0] not in _PATH_FLAGS]
+
+
+def describe_changes(changes):
+    return ", ".join(f"--{name}: {old!r} -> {new!r}" for name, old, new in changes)
+
+
+def train_run(model_dir, recipe, overrides, train_data, val_data, steps=None, *,
+              recipe_path="recipes/cpu_small.flags"):
+    """Trains one run unless it is finished (its DONE file); logs the train.py command.
+
+    Raises:
+      ValueError: `model_dir` holds a finished run of other flags (e.g. an older
+        recipe): it is neither reused nor overwritten.
+    """
+    from coseg_tf import run_dir, train_lib
+
+    config = run_config(model_dir, recipe, overrides, train_data, val_data, steps)
+    if os.path.exists(run_dir.path(model_dir, run_dir.DONE_FILE)):
+        changes = setting_changes(run_dir.read_config(model_dir) or {}, config)
+        if changes:
+            raise ValueError(
+                f"{model_dir} holds a finished run of other flags ({describe_changes(changes)}"
+                f"), e.g. of an older recipe: move it away or choose another run folder; "
+                "it is not reused or overwritten")
+        log(f"train: {model_dir} is finished already")
+        return
     cmd = ["python", "train.py", f"--flagfile={recipe_path}",
            f"--train_data={train_data}", f"--val_data={val_data}",
            f"--model_dir={model_dir}"] + [f"--{k}={v}" for k, v in overrides.items()]
@@ -119,6 +163,26 @@ def train_run(model_dir, recipe, overrides, train_data, val_data, steps=None, *,
     log(f"train: {model_dir} done in {time.time() - start:.0f} s")
 
 
+def warmup_plan(run_root, overrides, warmup_steps):
+    """(warm-up directory or None, its overrides, the run's overrides) of a run.
+
+    `overrides` may name the warm-up run under "warmup": that run (supervised, the same
+    parts and labeled set) lives in run_root/<warm-up name>, and the run starts from its
+    network (--init=run).
+    """
+    overrides = dict(overrides)
+    warm = overrides.pop("warmup", None)
+    if warm is None or warmup_steps <= 0:
+        return None, None, overrides
+    warm_dir = os.path.join(run_root, warm)
+    warm_overrides = {"method": "supervised", "num_labeled": overrides["num_labeled"],
+                      "labeled_seed": overrides.get("labeled_seed", 0)}
+    if "parts" in overrides:
+        warm_overrides["parts"] = overrides["parts"]
+    overrides.update(init="run", init_weights=warm_dir)
+    return warm_dir, warm_overrides, overrides
+
+
 def train_with_warmup(run_root, name, recipe, overrides, train_data, val_data, *,
                       warmup_steps, steps=None, recipe_path=DEMO_RECIPE):
     """Trains run `name` under `run_root`, first its supervised warm-up if it has one.
@@ -128,17 +192,10 @@ def train_with_warmup(run_root, name, recipe, overrides, train_data, val_data, *
     into run_root/<warm-up name> and shared by every run that names it; the run then
     starts from its network (--init=run). Returns the run's directory.
     """
-    overrides = dict(overrides)
-    warm = overrides.pop("warmup", None)
-    if warm is not None and warmup_steps > 0:
-        warm_dir = os.path.join(run_root, warm)
-        warm_overrides = {"method": "supervised", "num_labeled": overrides["num_labeled"],
-                          "labeled_seed": overrides.get("labeled_seed", 0)}
-        if "parts" in overrides:
-            warm_overrides["parts"] = overrides["parts"]
+    warm_dir, warm_overrides, overrides = warmup_plan(run_root, overrides, warmup_steps)
+    if warm_dir is not None:
         train_run(warm_dir, recipe, warm_overrides, train_data, val_data, warmup_steps,
                   recipe_path=recipe_path)
-        overrides.update(init="run", init_weights=warm_dir)
     model_dir = os.path.join(run_root, name)
     train_run(model_dir, recipe, overrides, train_data, val_data, steps,
               recipe_path=recipe_path)

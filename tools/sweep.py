@@ -468,6 +468,29 @@ def _gradient_scale(recipe, train_data, schemes, num_labeled):
     return dict(scale, run=f"{parts}/{os.path.basename(warm)}")
 
 
+def check_saved(path, result, run_root, name, recipe, overrides, train_data, val_data):
+    """A kept result JSON, if it is a run of the setting this sweep runs.
+
+    Raises:
+      app.UsageError: it was run with other flags (its "config", e.g. an older recipe)
+        or another warm-up: the tables would mix two settings. The file is left as it is.
+    """
+    _, _, planned = experiments.warmup_plan(run_root, dict(overrides, keep_checkpoints=True),
+                                            FLAGS.warmup_steps)
+    config = experiments.run_config(os.path.join(run_root, name), recipe, planned,
+                                    train_data, val_data, FLAGS.steps)
+    changes = experiments.setting_changes(result.get("config") or {}, config)
+    warmup = result.get("warmup_steps")
+    if warmup is not None and warmup != FLAGS.warmup_steps:
+        changes.append(("warmup_steps", warmup, FLAGS.warmup_steps))
+    if changes:
+        raise app.UsageError(
+            f"{path} is a run of another setting than this sweep's "
+            f"({experiments.describe_changes(changes)}): choose another --results_dir "
+            "for this setting (the file is kept as it is)")
+    return result
+
+
 def _result_path(results_dir, parts, name):
     return os.path.join(results_dir, parts, name + ".json") if results_dir else None
 
@@ -521,7 +544,8 @@ def main(argv):
             model_dir = os.path.join(run_root, name)
             saved = _result_path(FLAGS.results_dir, parts, name)
             if saved and os.path.exists(saved):
-                results[name] = json.load(open(saved))
+                results[name] = check_saved(saved, json.load(open(saved)), run_root, name,
+                                            recipe, overrides, train_data, val_data)
                 continue
             if FLAGS.aggregate_only:
                 if os.path.exists(os.path.join(model_dir, "DONE")):
@@ -533,6 +557,7 @@ def main(argv):
                 val_data, warmup_steps=FLAGS.warmup_steps, steps=FLAGS.steps,
                 recipe_path=FLAGS.recipe)
             results[name] = run_result(model_dir, val_data, FLAGS.last_k)
+            results[name]["warmup_steps"] = FLAGS.warmup_steps
             if saved:
                 os.makedirs(os.path.dirname(saved), exist_ok=True)
                 _write_json(saved, results[name])
