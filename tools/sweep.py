@@ -78,6 +78,8 @@ METHODS = {
     # unweighted L_coseg's gradient norm is 6.4x L_humanparts' and L_human's 1.3x, so
     # beta = 1 / 6.4 and alpha = 1 / 1.3 (docs/RESULTS.md, "The weight of L_coseg").
     "coseg_scaled": {"method": "coseg", "alpha": 0.75, "beta": 0.15},
+    "coseg_scaled_beta0": {"method": "coseg", "alpha": 0.75, "beta": 0.0},   # L_human only
+    "coseg_scaled_alpha0": {"method": "coseg", "alpha": 0.0, "beta": 0.15},  # L_coseg only
     # Mining options beside the paper's (losses.MiningOptions), on coseg_w1, where
     # L_coseg weighs enough to matter.
     "coseg_w1_inference": {"method": "coseg", "alpha": 1.0, "beta": 1.0,
