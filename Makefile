@@ -10,6 +10,8 @@ STAMP  := $(VENV)/.installed
 EXTRA  ?= cpu
 DATA   ?= data/synthetic
 PYTEST_ARGS ?=
+# Extra flags of tools/demo.py, e.g. DEMO_ARGS=--ceiling_steps=600 (a quick demo).
+DEMO_ARGS ?=
 # Test processes (pytest-xdist), each file's tests in one of them (their module
 # fixtures are built once); 2 = CI's cores. TEST_WORKERS=0 runs in this process.
 TEST_WORKERS ?= 2
@@ -33,7 +35,7 @@ test-fast: $(STAMP)
 	$(PYTEST) -m "not slow" $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(PY) tools/demo.py --data_dir=$(DATA)
+	$(PY) tools/demo.py --data_dir=$(DATA) $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -9,8 +9,8 @@
      (b) coseg with the same 10 labeled images + every training image as unlabeled,
      (c) supervised on all training labels, the ceiling, trained experiments.CEILING_STEPS
          after its warm-up (longer than (a) and (b): with every label the network keeps
-         learning for thousands of steps, while ten labels stop helping far earlier;
-         docs/RESULTS.md, "The demo", measures (a) at (c)'s schedule too);
+         learning for thousands of steps, while ten labels stop helping far earlier:
+         docs/RESULTS.md, "The demo");
 3. evaluate the three on val, print Table 2's layout (scheme all4) and write
    runs/demo/RESULTS.md, each run's metrics.json, overlays of (a), (b), (c) side by
    side on the same images, and training curves (loss terms, mining precision).

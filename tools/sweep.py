@@ -105,6 +105,8 @@ METHODS = {
     "coseg_unimatch": {"method": "coseg_unimatch"},
     "coseg_w1_fixmatch": {"method": "coseg_fixmatch", "alpha": 1.0, "beta": 1.0},
     "coseg_w1_unimatch": {"method": "coseg_unimatch", "alpha": 1.0, "beta": 1.0},
+    # coseg's terms at the measured gradient scale (coseg_scaled) on top of FixMatch
+    "coseg_scaled_fixmatch": {"method": "coseg_fixmatch", "alpha": 0.75, "beta": 0.15},
 }
 
 
