@@ -78,7 +78,8 @@ def test_sweep_tabulates_the_confident_share_of_the_consistency_methods():
     assert fixmatch["pseudo_confident"][-1][0] == pytest.approx(0.35)
     assert "pseudo_confident" not in next(r for r in rows if r["method"] == "supervised")
     table = sweep.markdown_consistency(rows)
-    assert "| fixmatch | 10 | 35.0 ± 5.0 | 15.0 → 35.0 |" in table
+    # 30 % and 40 % on the two seeds: mean 35, sample std 7.07
+    assert "| fixmatch | 10 | 35.0 ± 7.1 | 15.0 → 35.0 |" in table
     assert "supervised" not in table.split("|---|")[-1]
 
 

@@ -65,6 +65,10 @@ FLAGS = flags.FLAGS
 METHODS = {
     "supervised": {"method": "supervised"},
     "coseg": {"method": "coseg"},
+    # The noise floor: supervised again on the same labeled set and warm-up, another
+    # training seed (initial dropout masks, crop order): how far two runs of one
+    # method lie apart with nothing changed but the random draws.
+    "supervised_reseed": {"method": "supervised", "seed": 1},
     "coseg_beta0": {"method": "coseg", "beta": 0.0},    # L_human only
     "coseg_alpha0": {"method": "coseg", "alpha": 0.0},  # L_coseg only
     # alpha = beta = 1: the paper's 0.001 on DESIGN's per-image MEAN losses gives L_coseg
@@ -235,10 +239,13 @@ def run_result(model_dir, val_data, last_k):
 
 
 def _mean_std(values):
+    """(mean, sample standard deviation) of the defined values; std 0.0 for one value,
+    (None, None) for none."""
     values = [v for v in values if v is not None]
     if not values:
         return None, None
-    return float(np.mean(values)), float(np.std(values))
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return float(np.mean(values)), std
 
 
 def aggregate(results, runs, class_names, parts):
