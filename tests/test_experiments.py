@@ -114,6 +114,14 @@ def test_demo_script_path(tmp_path, recipe):
     assert again.returncode == 0, again.stderr[-3000:]
     # (each run and its warm-up: (a) and (b) share one, listed twice)
     assert again.stdout.count("is finished already") == 6
+    # Another schedule for (c) in the same folder: a clear refusal, not a traceback, and
+    # the finished (c) is left as it was.
+    other = _run("demo.py", args[:-1] + ["--ceiling_steps=8"])
+    assert other.returncode == 2, other.stderr[-3000:]
+    assert "demo.py: error: " in other.stderr and "Traceback" not in other.stderr
+    assert "c_supervised_all holds a finished run of other flags (--steps: 6 -> 8)" \
+        in other.stderr
+    assert json.loads((runs / "c_supervised_all" / "config.json").read_text())["steps"] == 6
 
 
 @pytest.mark.slow

@@ -83,11 +83,17 @@ def main(argv):
 
     num_train = len(streams.read_ids(train_data))
     runs = runs_of(FLAGS.num_labeled, num_train, FLAGS.ceiling_steps)
+    from coseg_tf import train_lib
     for name, (_, overrides) in runs.items():
-        experiments.train_with_warmup(FLAGS.run_dir, name, recipe, overrides, train_data,
-                                      val_data, warmup_steps=FLAGS.warmup_steps,
-                                      steps=None if "steps" in overrides else FLAGS.steps,
-                                      recipe_path=FLAGS.recipe)
+        try:
+            experiments.train_with_warmup(
+                FLAGS.run_dir, name, recipe, overrides, train_data, val_data,
+                warmup_steps=FLAGS.warmup_steps,
+                steps=None if "steps" in overrides else FLAGS.steps,
+                recipe_path=FLAGS.recipe)
+        except (experiments.SettingError, train_lib.ConfigError) as e:
+            print(f"demo.py: error: {e}", file=sys.stderr)
+            return 2
 
     scheme = schema.get_scheme(recipe.get("parts", "all4"))
     results = {}
@@ -165,23 +171,25 @@ def plot_curves(histories, path):
         if not os.path.exists(csv_path):
             continue
         rows = list(csv.DictReader(open(csv_path)))
-        epochs = [int(r["epoch"]) + 1 for r in rows]
+        steps = _interval_ends(os.path.dirname(csv_path), len(rows))
         name = label.split(",")[0]
         for key, style in (("humanparts", "-"), ("val_humanparts", ":"), ("human", "--"),
                            ("coseg", "-.")):
             if rows and key in rows[0]:
-                ax_loss.plot(epochs, [float(r[key]) for r in rows], style,
+                ax_loss.plot(steps, [float(r[key]) for r in rows], style,
                              label=f"{name} {key}")
         if rows and "mining_precision" in rows[0]:
-            ax_mine.plot(epochs, [100 * float(r["mining_precision"]) for r in rows], "-o",
+            ax_mine.plot(steps, [100 * float(r["mining_precision"]) for r in rows], "-o",
                          label=f"{name} mining precision")
-            ax_mine.plot(epochs, [100 * float(r["mining_chance"]) for r in rows], "--",
+            ax_mine.plot(steps, [100 * float(r["mining_chance"]) for r in rows], "--",
                          label=f"{name} random positions in the region")
-    ax_loss.set_xlabel("checkpoint interval")
+    # (c) trains 16x the steps of (a) and (b): a log axis shows both.
+    ax_loss.set_xscale("log")
+    ax_loss.set_xlabel("step after the warm-up (log scale)")
     ax_loss.set_ylabel("loss")
-    ax_loss.set_title("Loss terms (: validation)")
+    ax_loss.set_title("Loss terms (dotted: validation)")
     ax_loss.legend(fontsize=7)
-    ax_mine.set_xlabel("checkpoint interval")
+    ax_mine.set_xlabel("step after the warm-up")
     ax_mine.set_ylabel("%")
     ax_mine.set_title("Mining precision")
     ax_mine.legend(fontsize=7)
@@ -190,6 +198,16 @@ def plot_curves(histories, path):
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _interval_ends(model_dir, count):
+    """The step at the end of each of a run's first `count` checkpoint intervals."""
+    import json
+
+    with open(os.path.join(model_dir, "config.json")) as f:
+        config = json.load(f)
+    every, total = config["checkpoint_every"], config["steps"]
+    return [min((i + 1) * every, total) for i in range(count)]
 
 
 def _write_results(path, rows, scheme, flags_, seconds, overlay_path, schedule):
@@ -205,7 +223,8 @@ def _write_results(path, rows, scheme, flags_, seconds, overlay_path, schedule):
              f"Data: {flags_.num_images} synthetic images of {flags_.image_size} px, "
              f"seed {flags_.data_seed}. Recipe: `{flags_.recipe}`; every run starts "
              "with a supervised warm-up on its labeled images ((a) and (b) share theirs), "
-             f"then trains its method. {schedule} Total time {seconds / 60:.1f} min.", ""]
+             f"then trains its method. {schedule} This invocation of the demo took "
+             f"{seconds / 60:.1f} min (runs an earlier one finished are not redone).", ""]
     with open(path, "w") as f:
         f.write("\n".join(lines))
 

@@ -92,6 +92,10 @@ def prepare_data(data_dir, *, num_images, image_size, seed):
     return os.path.join(tfr, "train-*.tfrecord"), os.path.join(tfr, "val-*.tfrecord")
 
 
+class SettingError(ValueError):
+    """A run folder or kept result belongs to another setting than the one asked for."""
+
+
 def run_config(model_dir, recipe, overrides, train_data, val_data, steps=None):
     """The TrainConfig of a run: the recipe's flags, then `overrides`, then `steps`.
 
@@ -137,7 +141,7 @@ def train_run(model_dir, recipe, overrides, train_data, val_data, steps=None, *,
     """Trains one run unless it is finished (its DONE file); logs the train.py command.
 
     Raises:
-      ValueError: `model_dir` holds a finished run of other flags (e.g. an older
+      SettingError: `model_dir` holds a finished run of other flags (e.g. an older
         recipe): it is neither reused nor overwritten.
     """
     from coseg_tf import run_dir, train_lib
@@ -146,7 +150,7 @@ def train_run(model_dir, recipe, overrides, train_data, val_data, steps=None, *,
     if os.path.exists(run_dir.path(model_dir, run_dir.DONE_FILE)):
         changes = setting_changes(run_dir.read_config(model_dir) or {}, config)
         if changes:
-            raise ValueError(
+            raise SettingError(
                 f"{model_dir} holds a finished run of other flags ({describe_changes(changes)}"
                 f"), e.g. of an older recipe: move it away or choose another run folder; "
                 "it is not reused or overwritten")

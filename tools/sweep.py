@@ -563,10 +563,13 @@ def main(argv):
                     results[name] = run_result(model_dir, val_data, FLAGS.last_k)
                 continue
             experiments.log(f"run {done}/{total}: {parts}/{name}", tag="sweep")
-            experiments.train_with_warmup(
-                run_root, name, recipe, dict(overrides, keep_checkpoints=True), train_data,
-                val_data, warmup_steps=FLAGS.warmup_steps, steps=FLAGS.steps,
-                recipe_path=FLAGS.recipe)
+            try:
+                experiments.train_with_warmup(
+                    run_root, name, recipe, dict(overrides, keep_checkpoints=True),
+                    train_data, val_data, warmup_steps=FLAGS.warmup_steps,
+                    steps=FLAGS.steps, recipe_path=FLAGS.recipe)
+            except experiments.SettingError as e:
+                raise app.UsageError(str(e)) from None
             results[name] = run_result(model_dir, val_data, FLAGS.last_k)
             results[name]["warmup_steps"] = FLAGS.warmup_steps
             if saved:
