@@ -314,6 +314,11 @@ def changed_flags(recorded: dict, config) -> list:
     return changes
 
 
+def format_changes(changes) -> str:
+    """`changed_flags` output as "--flag: old -> new; ..." for a message."""
+    return "; ".join(f"--{name}: {old!r} -> {new!r}" for name, old, new in changes)
+
+
 def _existing_state(model_dir: str) -> list:
     """The files of a run that say training happened (backup, checkpoints, history)."""
     found = []
@@ -362,7 +367,7 @@ def check_start(model_dir: str, config, *, labeled_ids, extra_files=None) -> Sta
     changes = changed_flags(recorded, config)
     refused = [c for c in changes if c[0] not in RESUME_MAY_CHANGE]
     if refused:
-        listed = "; ".join(f"--{name}: {old!r} -> {new!r}" for name, old, new in refused)
+        listed = format_changes(refused)
         raise ConfigError(
             f"{model_dir} is a run with other flags ({path(model_dir, CONFIG_FILE)}): "
             f"{listed}. These change the experiment, so a restart must keep them (only "

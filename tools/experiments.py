@@ -132,10 +132,6 @@ def setting_changes(recorded, config):
             if c[0] not in run_dir.RESUME_MAY_CHANGE and c[0] not in _PATH_FLAGS]
 
 
-def describe_changes(changes):
-    return ", ".join(f"--{name}: {old!r} -> {new!r}" for name, old, new in changes)
-
-
 def train_run(model_dir, recipe, overrides, train_data, val_data, steps=None, *,
               recipe_path="recipes/cpu_small.flags"):
     """Trains one run unless it is finished (its DONE file); logs the train.py command.
@@ -151,7 +147,7 @@ def train_run(model_dir, recipe, overrides, train_data, val_data, steps=None, *,
         changes = setting_changes(run_dir.read_config(model_dir) or {}, config)
         if changes:
             raise SettingError(
-                f"{model_dir} holds a finished run of other flags ({describe_changes(changes)}"
+                f"{model_dir} holds a finished run of other flags ({run_dir.format_changes(changes)}"
                 f"), e.g. of an older recipe: move it away or choose another run folder; "
                 "it is not reused or overwritten")
         log(f"train: {model_dir} is finished already")

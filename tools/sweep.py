@@ -486,6 +486,8 @@ def check_saved(path, result, run_root, name, recipe, overrides, train_data, val
       app.UsageError: it was run with other flags (its "config", e.g. an older recipe)
         or another warm-up: the tables would mix two settings. The file is left as it is.
     """
+    from coseg_tf import run_dir
+
     _, _, planned = experiments.warmup_plan(run_root, dict(overrides, keep_checkpoints=True),
                                             FLAGS.warmup_steps)
     config = experiments.run_config(os.path.join(run_root, name), recipe, planned,
@@ -497,7 +499,7 @@ def check_saved(path, result, run_root, name, recipe, overrides, train_data, val
     if changes:
         raise app.UsageError(
             f"{path} is a run of another setting than this sweep's "
-            f"({experiments.describe_changes(changes)}): choose another --results_dir "
+            f"({run_dir.format_changes(changes)}): choose another --results_dir "
             "for this setting (the file is kept as it is)")
     return result
 
