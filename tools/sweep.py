@@ -37,7 +37,10 @@ consistency, `fixmatch` and `unimatch` (UniMatch's, threshold 0.95, lambda_u = 1
 coseg on top of them, `coseg_fixmatch` / `coseg_unimatch` (the paper's alpha = beta =
 0.001) and `coseg_w1_fixmatch` / `coseg_w1_unimatch` (alpha = beta = 1);
 `coseg_scaled` (α = 0.75, β = 0.15: each term's gradient the size of L_humanparts' at
-the start, measured). Each entry's
+the start, measured), its ablations `coseg_scaled_beta0` / `_alpha0`, the same mining
+options on it (`coseg_scaled_inference`, `_prototype`, `_cosine`, `_agreement`,
+`_targets2`) and `coseg_scaled_fixmatch`; `supervised_reseed`, supervised with another
+training seed (the noise floor). Each entry's
 "method" is a method of the objectives' registry (`coseg_tf.objectives`), which says
 what it reads.
 """
@@ -96,6 +99,17 @@ METHODS = {
                            "mining_agreement": True},
     "coseg_w1_targets2": {"method": "coseg", "alpha": 1.0, "beta": 1.0,
                           "mining_targets": 2},
+    # The same options on coseg_scaled, the recipe v2 sweep's best coseg (issue 12, item 4)
+    "coseg_scaled_inference": {"method": "coseg", "alpha": 0.75, "beta": 0.15,
+                               "mining_features": "inference"},
+    "coseg_scaled_prototype": {"method": "coseg", "alpha": 0.75, "beta": 0.15,
+                               "mining_point": "prototype"},
+    "coseg_scaled_cosine": {"method": "coseg", "alpha": 0.75, "beta": 0.15,
+                            "mining_distance": "cosine"},
+    "coseg_scaled_agreement": {"method": "coseg", "alpha": 0.75, "beta": 0.15,
+                               "mining_agreement": True},
+    "coseg_scaled_targets2": {"method": "coseg", "alpha": 0.75, "beta": 0.15,
+                              "mining_targets": 2},
     # Table 2's baselines that read the unlabeled images' image-level labels
     "gmp": {"method": "gmp"},
     "em_adapt": {"method": "em_adapt"},
