@@ -83,6 +83,30 @@ def test_sweep_tabulates_the_confident_share_of_the_consistency_methods():
     assert "supervised" not in table.split("|---|")[-1]
 
 
+def test_sweep_pairs_each_method_with_supervised_by_seed():
+    """method − supervised on the same seed, by hand: coseg 0.20 − 0.10 and 0.22 − 0.18
+    on seeds 0 and 1 is +10 and +4 points, mean +7, sample std sqrt(18) = 4.24; gmp has
+    seed 0 only; a seed that supervised lacks is not paired."""
+    from tools import sweep
+
+    values = {("supervised", 0): 0.10, ("supervised", 1): 0.18, ("coseg", 0): 0.20,
+              ("coseg", 1): 0.22, ("gmp", 0): 0.05, ("coseg", 2): 0.30}
+    runs = sweep.grid([10], [0, 1, 2], ["supervised", "coseg", "gmp"], ceiling=True)
+    results = {name: {"eval": {"last": {"part_mean_iou": values[(method, seed)]}}}
+               for name, method, _, seed, _ in runs if (method, seed) in values}
+    results["supervised_all"] = {"eval": {"last": {"part_mean_iou": 0.5}}}
+    rows = {r["method"]: r for r in sweep.paired(results, runs)}
+    assert set(rows) == {"coseg", "gmp"}  # neither supervised itself nor the ceiling
+    assert rows["coseg"]["seeds"] == [0, 1]
+    assert rows["coseg"]["diffs"] == pytest.approx([0.10, 0.04])
+    mean, std = rows["coseg"]["mean_std"]
+    assert (mean, std) == pytest.approx((0.07, 0.0424264), abs=1e-6)
+    assert rows["gmp"]["mean_std"] == pytest.approx((-0.05, 0.0))
+    table = sweep.markdown_paired(list(rows.values()))
+    assert "| coseg | 10 | 0, 1 | +10.0, +4.0 | +7.0 ± 4.2 |" in table
+    assert "| gmp (image labels) | 10 | 0 | -5.0 | -5.0 ± 0.0 |" in table
+
+
 @pytest.mark.slow
 def test_demo_script_path(tmp_path, recipe):
     data, runs = tmp_path / "data", tmp_path / "runs"

@@ -23,7 +23,8 @@ later on a fresh machine trains that warm-up again (same seeds; float rounding m
 differ).
 
 Writes RUN_DIR/SWEEP.md (per scheme: Table 2's layout or, for head|body|hand|leg, the
-paper's Table 1 layout; mean ± std over seeds, final and last-three; mining precision
+paper's Table 1 layout; mean ± std over seeds, final and last-three; each method minus
+supervised paired by seed; mining precision
 against chance, last interval and over training), RUN_DIR/sweep.json (every number),
 RUN_DIR/figure4.png (mean IoU against n_f, error bars = std over seeds, the ceiling as
 a line) and RUN_DIR/mining.png (mining precision and chance over training).
@@ -313,6 +314,52 @@ def aggregate(results, runs, class_names, parts):
     return rows
 
 
+def paired(results, runs, baseline="supervised"):
+    """Each method minus `baseline` on the same labeled-set seed (same warm-up, same
+    labeled images), final checkpoint, part mean IoU (a fraction).
+
+    Returns rows {"method", "num_labeled", "seeds", "diffs", "mean_std"} for every
+    (method, n_f) other than the baseline with at least one seed that the baseline has
+    too; `diffs` follow `seeds`, and `mean_std` is (mean, sample std) as `_mean_std`.
+    The seed spread of one method is larger than most effects here, so the docs compare
+    methods this way (docs/RESULTS.md).
+    """
+    final = {(method, n, seed): results[name]["eval"]["last"]["part_mean_iou"]
+             for name, method, n, seed, _ in runs if name in results}
+    rows = {}
+    for (method, n, seed), value in final.items():
+        base = final.get((baseline, n, seed))
+        if method == baseline or n is None or base is None or value is None:
+            continue
+        row = rows.setdefault((method, n), {"method": method, "num_labeled": n,
+                                            "seeds": [], "diffs": []})
+        row["seeds"].append(seed)
+        row["diffs"].append(value - base)
+    for row in rows.values():
+        row["mean_std"] = _mean_std(row["diffs"])
+    return list(rows.values())
+
+
+def markdown_paired(rows, baseline="supervised"):
+    """The paired differences of `paired` as a table, in IoU points."""
+    if not rows:
+        return ""
+    lines = [f"Paired by seed: method − {baseline} on the same labeled set and warm-up, "
+             "final checkpoint, part mean IoU in points; by seed, then mean ± std:", "",
+             "| Method | n_f | seeds | by seed | mean ± std |", "|---|---:|---|---|---:|"]
+    for r in _ordered(rows):
+        by_seed = ", ".join(f"{100 * d:+.1f}" for d in r["diffs"])
+        lines.append(f"| {_label(r['method'])} | {r['num_labeled']} | "
+                     f"{', '.join(map(str, r['seeds']))} | {by_seed} | "
+                     f"{_signed_cell(r['mean_std'])} |")
+    return "\n".join(lines)
+
+
+def _signed_cell(ms):
+    mean, std = ms
+    return "-" if mean is None else f"{100 * mean:+.1f} ± {100 * std:.1f}"
+
+
 def _reads_image_labels(name):
     """Whether the sweep method `name` trains a method that reads image-level labels
     (its objective's needs, `coseg_tf.objectives`)."""
@@ -547,8 +594,11 @@ def main(argv):
             schema.get_scheme(name)
         except ValueError as e:
             raise app.UsageError(f"--parts: {e}") from None
-    runs = grid(num_labeled, [int(s) for s in FLAGS.seeds], FLAGS.methods, FLAGS.ceiling,
-                warmup=FLAGS.warmup_steps > 0)
+    try:
+        runs = grid(num_labeled, [int(s) for s in FLAGS.seeds], FLAGS.methods,
+                    FLAGS.ceiling, warmup=FLAGS.warmup_steps > 0)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from None
     if FLAGS.dry_run:
         for parts in schemes:
             for r in runs:
@@ -556,7 +606,7 @@ def main(argv):
                       + (f" (from {parts}/{r[4]['warmup']})" if "warmup" in r[4] else ""))
         return 0
     steps = FLAGS.steps or int(recipe.get("steps"))
-    results_by_part, rows_by_part = {}, {}
+    results_by_part, rows_by_part, paired_by_part = {}, {}, {}
     total = len(runs) * len(schemes)
     done = 0
     for parts in schemes:
@@ -593,11 +643,19 @@ def main(argv):
                 _write_json(saved, results[name])
         part_names = [c for c in scheme.class_names if c not in ("background", "other")]
         rows_by_part[parts] = aggregate(results, runs, scheme.class_names, part_names)
+        paired_by_part[parts] = paired(results, runs)
+        found = {(r["method"], r["num_labeled"]) for r in rows_by_part[parts]}
+        missing = [f"{m} (n_f {'all' if n is None else n})" for m, n in
+                   dict.fromkeys((m, n) for _, m, n, _, _ in runs) if (m, n) not in found]
+        if missing:
+            experiments.log(f"{parts}: no finished run or kept result of "
+                            f"{', '.join(missing)}: left out of the tables", tag="sweep")
 
     os.makedirs(FLAGS.run_dir, exist_ok=True)
     scale = _gradient_scale(recipe, train_data, schemes, num_labeled)
     _write_json(os.path.join(FLAGS.run_dir, "sweep.json"), {
-        "runs": results_by_part, "rows": rows_by_part, "recipe": FLAGS.recipe,
+        "runs": results_by_part, "rows": rows_by_part, "paired": paired_by_part,
+        "recipe": FLAGS.recipe,
         "steps": steps, "warmup_steps": FLAGS.warmup_steps, "gradient_scale": scale})
     command = "python tools/sweep.py " + " ".join(  # quoted: runs as written
         shlex.quote(f"--{k}={','.join(map(str, v)) if isinstance(v, list) else v}")
@@ -627,6 +685,9 @@ def main(argv):
         text += [f"## Scheme `{parts}`\n", markdown(rows_by_part[parts], part_names,
                                                     num_train), ""]
     for parts in schemes:
+        table = markdown_paired(paired_by_part[parts])
+        if table:
+            text += [f"### Paired by seed, `{parts}`\n", table, ""]
         mining = markdown_mining(rows_by_part[parts])
         if mining:
             text += [f"### Mining, `{parts}`\n", mining, ""]
