@@ -65,6 +65,18 @@ from tools import experiments  # noqa: E402  (turns oneDNN on: before TensorFlow
 
 FLAGS = flags.FLAGS
 
+# Mining of L_coseg other than the paper's (losses.MiningOptions): sweep suffix ->
+# training overrides
+MINING_OPTIONS = {
+    "inference": {"mining_features": "inference"},
+    "prototype": {"mining_point": "prototype"},
+    "cosine": {"mining_distance": "cosine"},
+    "agreement": {"mining_agreement": True},
+    "targets2": {"mining_targets": 2},
+}
+_COSEG_W1 = {"method": "coseg", "alpha": 1.0, "beta": 1.0}
+_COSEG_SCALED = {"method": "coseg", "alpha": 0.75, "beta": 0.15}
+
 # name -> training overrides (on top of the recipe)
 METHODS = {
     "supervised": {"method": "supervised"},
@@ -78,39 +90,23 @@ METHODS = {
     # alpha = beta = 1: the paper's 0.001 on DESIGN's per-image MEAN losses gives L_coseg
     # 0.6 % of L_humanparts' gradient (measured, below); the paper's ratio between
     # L_human and L_coseg at weight 1, and its ablations.
-    "coseg_w1": {"method": "coseg", "alpha": 1.0, "beta": 1.0},
-    "coseg_w1_beta0": {"method": "coseg", "alpha": 1.0, "beta": 0.0},   # L_human only
-    "coseg_w1_alpha0": {"method": "coseg", "alpha": 0.0, "beta": 1.0},  # L_coseg only
+    "coseg_w1": dict(_COSEG_W1),
+    "coseg_w1_beta0": dict(_COSEG_W1, beta=0.0),   # L_human only
+    "coseg_w1_alpha0": dict(_COSEG_W1, alpha=0.0),  # L_coseg only
     # Each term's gradient equal to L_humanparts' at the start: measured on the demo
     # recipe's first n_f = 10 warm-up (`experiments.gradient_scale`, 8 batches), the
     # unweighted L_coseg's gradient norm is 6.4x L_humanparts' and L_human's 1.3x, so
     # beta = 1 / 6.4 and alpha = 1 / 1.3 (docs/RESULTS.md, "The weight of L_coseg").
-    "coseg_scaled": {"method": "coseg", "alpha": 0.75, "beta": 0.15},
-    "coseg_scaled_beta0": {"method": "coseg", "alpha": 0.75, "beta": 0.0},   # L_human only
-    "coseg_scaled_alpha0": {"method": "coseg", "alpha": 0.0, "beta": 0.15},  # L_coseg only
-    # Mining options beside the paper's (losses.MiningOptions), on coseg_w1, where
-    # L_coseg weighs enough to matter.
-    "coseg_w1_inference": {"method": "coseg", "alpha": 1.0, "beta": 1.0,
-                           "mining_features": "inference"},
-    "coseg_w1_prototype": {"method": "coseg", "alpha": 1.0, "beta": 1.0,
-                           "mining_point": "prototype"},
-    "coseg_w1_cosine": {"method": "coseg", "alpha": 1.0, "beta": 1.0,
-                        "mining_distance": "cosine"},
-    "coseg_w1_agreement": {"method": "coseg", "alpha": 1.0, "beta": 1.0,
-                           "mining_agreement": True},
-    "coseg_w1_targets2": {"method": "coseg", "alpha": 1.0, "beta": 1.0,
-                          "mining_targets": 2},
-    # The same options on coseg_scaled, the recipe v2 sweep's best coseg (issue 12, item 4)
-    "coseg_scaled_inference": {"method": "coseg", "alpha": 0.75, "beta": 0.15,
-                               "mining_features": "inference"},
-    "coseg_scaled_prototype": {"method": "coseg", "alpha": 0.75, "beta": 0.15,
-                               "mining_point": "prototype"},
-    "coseg_scaled_cosine": {"method": "coseg", "alpha": 0.75, "beta": 0.15,
-                            "mining_distance": "cosine"},
-    "coseg_scaled_agreement": {"method": "coseg", "alpha": 0.75, "beta": 0.15,
-                               "mining_agreement": True},
-    "coseg_scaled_targets2": {"method": "coseg", "alpha": 0.75, "beta": 0.15,
-                              "mining_targets": 2},
+    "coseg_scaled": dict(_COSEG_SCALED),
+    "coseg_scaled_beta0": dict(_COSEG_SCALED, beta=0.0),   # L_human only
+    "coseg_scaled_alpha0": dict(_COSEG_SCALED, alpha=0.0),  # L_coseg only
+    # Mining options beside the paper's (MINING_OPTIONS), on coseg_w1, where L_coseg
+    # weighs enough to matter, and on coseg_scaled, the recipe v2 sweep's best coseg
+    # (issue 12, item 4)
+    **{f"coseg_w1_{name}": dict(_COSEG_W1, **option)
+       for name, option in MINING_OPTIONS.items()},
+    **{f"coseg_scaled_{name}": dict(_COSEG_SCALED, **option)
+       for name, option in MINING_OPTIONS.items()},
     # Table 2's baselines that read the unlabeled images' image-level labels
     "gmp": {"method": "gmp"},
     "em_adapt": {"method": "em_adapt"},
@@ -351,13 +347,8 @@ def markdown_paired(rows, baseline="supervised"):
         by_seed = ", ".join(f"{100 * d:+.1f}" for d in r["diffs"])
         lines.append(f"| {_label(r['method'])} | {r['num_labeled']} | "
                      f"{', '.join(map(str, r['seeds']))} | {by_seed} | "
-                     f"{_signed_cell(r['mean_std'])} |")
+                     f"{_cell(r['mean_std'], sign='+')} |")
     return "\n".join(lines)
-
-
-def _signed_cell(ms):
-    mean, std = ms
-    return "-" if mean is None else f"{100 * mean:+.1f} ± {100 * std:.1f}"
 
 
 def _reads_image_labels(name):
@@ -369,11 +360,12 @@ def _reads_image_labels(name):
     return method in objectives.REGISTRY and objectives.get(method).needs.image_labels
 
 
-def _cell(ms):
+def _cell(ms, sign="-"):
+    """'mean ± std' in points of a (mean, std) pair of fractions; sign="+" signs the mean."""
     mean, std = ms
     if mean is None:
         return "-"
-    return f"{100 * mean:.1f} ± {100 * std:.1f}"
+    return f"{100 * mean:{sign}.1f} ± {100 * std:.1f}"
 
 
 def _ordered(rows):
